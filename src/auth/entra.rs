@@ -1,0 +1,1 @@
+//! Microsoft Entra client-credentials token provider (being written).

@@ -1,0 +1,234 @@
+//! The `properties` object: this product's extensions to Didomi's document,
+//! each optional with a documented default. Unknown keys warn, never fail,
+//! because Didomi's hosted integration may carry keys of its own.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use super::errors::ConfigError;
+use crate::didomi::WebhookKind;
+use crate::mapping::ValueOwners;
+use crate::records::{SOURCE_INTERNAL, SOURCE_OPTIONS};
+
+/// Default for `properties.regulations`.
+pub const DEFAULT_REGULATIONS: [&str; 1] = ["gdpr"];
+/// Default for `properties.webhook_types`.
+pub const DEFAULT_WEBHOOK_TYPES: [&str; 2] = ["event.created", "event.updated"];
+/// Default for `properties.contact_match_field` and `properties.contact_point_field`.
+pub const DEFAULT_EMAIL_FIELD: &str = "emailaddress1";
+
+/// The validated `properties`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Properties {
+    /// Regulations whose events are written (lower case).
+    pub regulations: Vec<String>,
+    /// Webhook types that may lead to writes.
+    pub webhook_types: BTreeSet<WebhookKind>,
+    /// Contact column matched against `organization_user_id`.
+    pub contact_match_field: String,
+    /// Contact column holding the address that consent rows are written for.
+    pub contact_point_field: String,
+    /// `msdynmkt_source` written on every row.
+    pub consent_source: i32,
+    /// Owning preference of bare value ids, so a bare `topic:` selector can opt out.
+    pub value_preferences: ValueOwners,
+}
+
+impl Default for Properties {
+    fn default() -> Self {
+        Self {
+            regulations: DEFAULT_REGULATIONS.iter().map(|r| r.to_string()).collect(),
+            webhook_types: DEFAULT_WEBHOOK_TYPES
+                .iter()
+                .map(|t| WebhookKind::parse(t))
+                .collect(),
+            contact_match_field: DEFAULT_EMAIL_FIELD.into(),
+            contact_point_field: DEFAULT_EMAIL_FIELD.into(),
+            consent_source: SOURCE_INTERNAL,
+            value_preferences: ValueOwners::new(),
+        }
+    }
+}
+
+const KNOWN_KEYS: [&str; 6] = [
+    "regulations",
+    "webhook_types",
+    "contact_match_field",
+    "contact_point_field",
+    "consent_source",
+    "value_preferences",
+];
+
+/// Reads `properties`, pushing problems into `errors` and unknown keys into `warnings`.
+pub(super) fn parse_properties(
+    raw: Option<&Value>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Properties {
+    let mut properties = Properties::default();
+    let object = match raw {
+        None | Some(Value::Null) => return properties,
+        Some(Value::Object(object)) => object,
+        Some(_) => {
+            errors.push(ConfigError::new(
+                "properties",
+                "must be a JSON object (or left out)",
+            ));
+            return properties;
+        }
+    };
+    for key in object
+        .keys()
+        .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
+    {
+        warnings.push(format!(
+            "properties.{key} is not a setting of this function and is ignored (known: {})",
+            KNOWN_KEYS.join(", ")
+        ));
+    }
+    if let Some(list) = string_list(object, "regulations", errors) {
+        if list.is_empty() {
+            errors.push(ConfigError::new(
+                "properties.regulations",
+                "must list at least one regulation, e.g. [\"gdpr\"]",
+            ));
+        } else {
+            properties.regulations = list.iter().map(|r| r.trim().to_lowercase()).collect();
+        }
+    }
+    if let Some(list) = string_list(object, "webhook_types", errors) {
+        let mut kinds = BTreeSet::new();
+        for name in &list {
+            match WebhookKind::parse(name) {
+                WebhookKind::Unknown(_) => errors.push(ConfigError::new(
+                    "properties.webhook_types",
+                    format!(
+                        "{name:?} is not a Didomi webhook type; use some of {}",
+                        WebhookKind::KNOWN.join(", ")
+                    ),
+                )),
+                kind => {
+                    kinds.insert(kind);
+                }
+            }
+        }
+        properties.webhook_types = kinds;
+    }
+    for (key, slot) in [
+        ("contact_match_field", &mut properties.contact_match_field),
+        ("contact_point_field", &mut properties.contact_point_field),
+    ] {
+        if let Some(name) = string_value(object, key, errors) {
+            if is_logical_name(&name) {
+                *slot = name;
+            } else {
+                errors.push(ConfigError::new(
+                    format!("properties.{key}"),
+                    format!("{name:?} is not a Dataverse column logical name (lower-case letters, digits and `_`, e.g. \"emailaddress1\")"),
+                ));
+            }
+        }
+    }
+    if let Some(raw) = object.get("consent_source") {
+        match parse_source(raw) {
+            Some(source) => properties.consent_source = source,
+            None => errors.push(ConfigError::new(
+                "properties.consent_source",
+                format!(
+                    "{raw} is not an msdynmkt_source option; use one of {} or its number 534120000-534120007",
+                    SOURCE_OPTIONS.iter().map(|(_, name)| *name).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+    match object.get("value_preferences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (value, preference) in map {
+                match preference.as_str().filter(|p| !p.trim().is_empty()) {
+                    Some(preference) => {
+                        properties.value_preferences.insert(value.clone(), preference.to_string());
+                    }
+                    None => errors.push(ConfigError::new(
+                        format!("properties.value_preferences.{value}"),
+                        "must be the Didomi preference id that owns this value (a non-empty string)",
+                    )),
+                }
+            }
+        }
+        Some(_) => errors.push(ConfigError::new(
+            "properties.value_preferences",
+            "must be an object of preference value id → preference id",
+        )),
+    }
+    properties
+}
+
+/// Dataverse logical names: they are spliced into OData queries, so only the
+/// characters Dataverse itself allows get through.
+fn is_logical_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(first) if first.is_ascii_lowercase() || first == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 64
+}
+
+fn parse_source(raw: &Value) -> Option<i32> {
+    match raw {
+        Value::String(name) => {
+            let wanted = name.trim().to_lowercase().replace([' ', '-'], "_");
+            SOURCE_OPTIONS
+                .iter()
+                .find(|(_, known)| *known == wanted)
+                .map(|(value, _)| *value)
+        }
+        Value::Number(number) => number
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .filter(|n| SOURCE_OPTIONS.iter().any(|(value, _)| value == n)),
+        _ => None,
+    }
+}
+
+fn string_value(
+    object: &Map<String, Value>,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    match object.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.trim().to_string()),
+        Some(_) => {
+            errors.push(ConfigError::new(
+                format!("properties.{key}"),
+                "must be a string",
+            ));
+            None
+        }
+    }
+}
+
+fn string_list(
+    object: &Map<String, Value>,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Vec<String>> {
+    match object.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+        ),
+        Some(_) => {
+            errors.push(ConfigError::new(
+                format!("properties.{key}"),
+                "must be an array of strings",
+            ));
+            None
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Dataverse Web API client (being written).

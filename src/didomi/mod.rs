@@ -1,0 +1,14 @@
+//! Didomi webhooks: the envelope, the consent event and user entities inside it,
+//! and parsing of raw bodies into a typed [`Webhook`] (reference
+//! `didomi-webhooks.md` §2–§3).
+
+mod consents;
+mod entities;
+mod envelope;
+mod time;
+
+pub use consents::{Consents, PurposeChoice, SelectedValues};
+pub use entities::{ConsentEvent, DidomiUser, EventStatus, EventUser, SourceRef};
+pub use envelope::{
+    MAX_WEBHOOK_BYTES, Webhook, WebhookError, WebhookKind, parse_webhook, parse_webhook_value,
+};

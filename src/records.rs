@@ -1,0 +1,171 @@
+//! The Dataverse records this product reads and writes, as plain data, and the
+//! option values of `msdynmkt_contactpointconsent4` (reference
+//! `dataverse-consent.md` §1). Shared by the pure write planner and the Web API
+//! client; no I/O here.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Entity set of the Contact Point Consent table.
+pub const CONSENT_SET: &str = "msdynmkt_contactpointconsent4s";
+/// Primary key column of the Contact Point Consent table.
+pub const CONSENT_ID: &str = "msdynmkt_contactpointconsent4id";
+/// Entity set of purposes.
+pub const PURPOSE_SET: &str = "msdynmkt_purposes";
+/// Entity set of topics.
+pub const TOPIC_SET: &str = "msdynmkt_topics";
+/// Entity set of contacts.
+pub const CONTACT_SET: &str = "contacts";
+/// Navigation property for the purpose lookup (case-sensitive, capital `I`).
+pub const PURPOSE_NAV: &str = "msdynmkt_purposeId";
+/// Navigation property for the topic lookup (case-sensitive, capital `I`).
+pub const TOPIC_NAV: &str = "msdynmkt_topicId";
+
+/// `msdynmkt_contactpointtype`: Email.
+pub const CHANNEL_EMAIL: i32 = 534_120_000;
+/// `msdynmkt_contactpointconsenttype`: Purpose.
+pub const CONSENT_TYPE_PURPOSE: i32 = 534_120_000;
+/// `msdynmkt_contactpointconsenttype`: Topic.
+pub const CONSENT_TYPE_TOPIC: i32 = 534_120_001;
+/// `msdynmkt_value`: Not Set.
+pub const CONSENT_NOT_SET: i32 = 534_120_000;
+/// `msdynmkt_value`: Opted In.
+pub const CONSENT_OPTED_IN: i32 = 534_120_001;
+/// `msdynmkt_value`: Opted Out.
+pub const CONSENT_OPTED_OUT: i32 = 534_120_002;
+/// `msdynmkt_logicalreason`: No reasons (what Microsoft's own flow writes).
+pub const LOGICAL_REASON_NONE: i32 = 534_119_999;
+/// `msdynmkt_source` options, 534120000 (Internal) to 534120007 (Email - list-unsubscribe).
+pub const SOURCE_OPTIONS: [(i32, &str); 8] = [
+    (534_120_000, "internal"),
+    (534_120_001, "preference_page"),
+    (534_120_002, "text_message"),
+    (534_120_003, "loaded"),
+    (534_120_004, "preference_center"),
+    (534_120_005, "realtime_marketing_form"),
+    (534_120_006, "subscription_center"),
+    (534_120_007, "email_list_unsubscribe"),
+];
+/// `msdynmkt_source`: Internal, the default (Microsoft's own flow writes it).
+pub const SOURCE_INTERNAL: i32 = 534_120_000;
+/// Maximum length of `msdynmkt_reason` (Reason Description).
+pub const REASON_MAX_LEN: usize = 500;
+/// Maximum length of `msdynmkt_contactpointvalue`.
+pub const CONTACT_POINT_MAX_LEN: usize = 400;
+
+/// A purpose as read from `msdynmkt_purposes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purpose {
+    /// `msdynmkt_purposeid`.
+    pub id: Uuid,
+    /// `msdynmkt_name`.
+    pub name: String,
+    /// `statecode == 0`.
+    pub active: bool,
+}
+
+/// A topic as read from `msdynmkt_topics`, with its parent purpose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// `msdynmkt_topicid`.
+    pub id: Uuid,
+    /// `msdynmkt_name`.
+    pub name: String,
+    /// `_msdynmkt_purposeid_value`: the parent purpose (a topic row must bind it).
+    pub purpose_id: Option<Uuid>,
+    /// `statecode == 0`.
+    pub active: bool,
+}
+
+/// A contact found by the match field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// `contactid`.
+    pub id: Uuid,
+    /// The value of the match field (what `organization_user_id` matched).
+    pub match_value: Option<String>,
+    /// The value of the contact point field (the address consent belongs to).
+    pub contact_point: Option<String>,
+}
+
+/// An existing Contact Point Consent row (active or inactive: CI-J enforces both).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRow {
+    /// `msdynmkt_contactpointconsent4id`.
+    pub id: Uuid,
+    /// `msdynmkt_contactpointvalue`.
+    pub contact_point: String,
+    /// `msdynmkt_contactpointtype` (channel); only Email rows are read.
+    pub channel: i32,
+    /// `msdynmkt_contactpointconsenttype` (Purpose/Topic); may be null on rows written by others.
+    pub consent_type: Option<i32>,
+    /// `_msdynmkt_purposeid_value`.
+    pub purpose_id: Option<Uuid>,
+    /// `_msdynmkt_topicid_value`.
+    pub topic_id: Option<Uuid>,
+    /// `msdynmkt_value`.
+    pub value: Option<i32>,
+    /// `msdynmkt_reason` (where this product keeps its ordering marker).
+    pub reason: Option<String>,
+    /// `statecode` (0 active, 1 inactive).
+    pub state: i32,
+    /// `modifiedon` (server write time).
+    pub modified_on: DateTime<Utc>,
+}
+
+/// A Contact Point Consent row to create: every ApplicationRequired column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewConsent {
+    /// `msdynmkt_contactpointvalue`: the email address as stored on the contact.
+    pub contact_point: String,
+    /// `msdynmkt_contactpointconsenttype`: Purpose or Topic.
+    pub consent_type: i32,
+    /// `msdynmkt_value`.
+    pub value: i32,
+    /// Bound through `msdynmkt_purposeId@odata.bind`; for a topic row, the topic's parent.
+    pub purpose_id: Uuid,
+    /// Bound through `msdynmkt_topicId@odata.bind` for topic rows.
+    pub topic_id: Option<Uuid>,
+    /// `msdynmkt_source`.
+    pub source: i32,
+    /// `msdynmkt_reason`: the ordering marker.
+    pub reason: String,
+}
+
+/// The columns rewritten on an existing consent row (`PATCH` with `If-Match: *`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentUpdate {
+    /// The row to update.
+    pub id: Uuid,
+    /// `msdynmkt_value`.
+    pub value: i32,
+    /// `msdynmkt_source`.
+    pub source: i32,
+    /// `msdynmkt_reason`: the ordering marker.
+    pub reason: String,
+}
+
+/// A contact to create when `upsert_mode` is on and none matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewContact {
+    /// The match field's logical name (default `emailaddress1`).
+    pub match_field: String,
+    /// The value for the match field (`organization_user_id`).
+    pub match_value: String,
+    /// The contact point field's logical name, when it differs from the match field.
+    pub contact_point_field: String,
+    /// The address written into the contact point field.
+    pub contact_point: String,
+}
+
+/// One write of a `$batch`, in the order the planner emits them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// `POST contacts`.
+    CreateContact(NewContact),
+    /// `POST msdynmkt_contactpointconsent4s`.
+    CreateConsent(NewConsent),
+    /// `PATCH msdynmkt_contactpointconsent4s(<id>)` with `If-Match: *`.
+    UpdateConsent(ConsentUpdate),
+}

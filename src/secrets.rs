@@ -1,0 +1,1 @@
+//! AWS Secrets Manager source of the integration document (being written).
