@@ -11,6 +11,7 @@ pub mod config;
 pub mod consent;
 pub mod dataverse;
 pub mod didomi;
+pub mod dry_run;
 pub mod inbound;
 pub mod mapping;
 pub mod records;

@@ -115,8 +115,14 @@ pub struct ConsentRow {
 }
 
 /// A Contact Point Consent row to create: every ApplicationRequired column.
+///
+/// The id is chosen by the planner and the row is created with a create-only
+/// upsert (`PATCH …(<id>)` + `If-None-Match: *`), so a retried create can never
+/// make a second row: the repeat answers 412 instead.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewConsent {
+    /// `msdynmkt_contactpointconsent4id`, chosen by the planner.
+    pub id: Uuid,
     /// `msdynmkt_contactpointvalue`: the email address as stored on the contact.
     pub contact_point: String,
     /// `msdynmkt_contactpointconsenttype`: Purpose or Topic.
@@ -149,6 +155,8 @@ pub struct ConsentUpdate {
 /// A contact to create when `upsert_mode` is on and none matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewContact {
+    /// `contactid`, chosen by the planner (created with `If-None-Match: *` too).
+    pub id: Uuid,
     /// The match field's logical name (default `emailaddress1`).
     pub match_field: String,
     /// The value for the match field (`organization_user_id`).
@@ -162,9 +170,9 @@ pub struct NewContact {
 /// One write of a `$batch`, in the order the planner emits them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
-    /// `POST contacts`.
+    /// `PATCH contacts(<id>)` with `If-None-Match: *` (create only).
     CreateContact(NewContact),
-    /// `POST msdynmkt_contactpointconsent4s`.
+    /// `PATCH msdynmkt_contactpointconsent4s(<id>)` with `If-None-Match: *` (create only).
     CreateConsent(NewConsent),
     /// `PATCH msdynmkt_contactpointconsent4s(<id>)` with `If-Match: *`.
     UpdateConsent(ConsentUpdate),

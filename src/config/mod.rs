@@ -336,3 +336,6 @@ fn parse_mappings(raw: Option<&Value>, errors: &mut Vec<ConfigError>) -> Vec<Map
     }
     mappings
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use crate::consent::{ConsentPlan, ConsentValue, Decision, Outcome, Target};
-use crate::didomi::{ConsentEvent, Consents, DidomiUser, EventStatus, Webhook, WebhookKind};
+use crate::didomi::{
+    ConsentEvent, Consents, DidomiUser, EventStatus, Webhook, WebhookError, WebhookKind,
+    parse_webhook, parse_webhook_value,
+};
 
 pub use selector::{Selector, SelectorError, ValueOwners};
 
@@ -120,6 +123,31 @@ impl MappingError {
     pub fn is_retryable(&self) -> bool {
         false
     }
+}
+
+/// A webhook body that cannot become a plan: malformed, or unorderable.
+/// Never retryable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectedWebhook {
+    /// The body is not a valid Didomi webhook.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    /// The webhook is valid but cannot be written safely.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+}
+
+/// Parses a raw webhook body and plans it.
+pub fn plan_body(body: &[u8], rules: &MappingRules) -> Result<ConsentPlan, RejectedWebhook> {
+    Ok(plan_webhook(&parse_webhook(body)?, rules)?)
+}
+
+/// Plans a webhook that arrived as JSON already (direct invocation).
+pub fn plan_value(
+    value: serde_json::Value,
+    rules: &MappingRules,
+) -> Result<ConsentPlan, RejectedWebhook> {
+    Ok(plan_webhook(&parse_webhook_value(value)?, rules)?)
 }
 
 /// Turns one webhook into its consent plan.
@@ -413,3 +441,6 @@ fn preferences_listing<'a>(
             .map(|(preference, _)| preference.clone())
     })
 }
+
+#[cfg(test)]
+mod tests;
