@@ -14,6 +14,7 @@ pub mod didomi;
 pub mod dry_run;
 pub mod inbound;
 pub mod mapping;
+pub mod planner;
 pub mod records;
 pub mod redact;
 pub mod secrets;

@@ -1,0 +1,28 @@
+//! `cpc-emulator`: a loopback stand-in for the three remote services the consent sync talks to:
+//! the Microsoft Entra client-credentials token endpoint, the Dataverse Web API subset used for
+//! Contact Point Consent rows, and AWS Secrets Manager `GetSecretValue`.
+//!
+//! It is deliberately strict: it rejects what real Dataverse rejects (wrong navigation-property
+//! case, out-of-range choices, bare-LF `$batch` bodies, ...) so tests against it mean something.
+//! Start it in-process with [`Emulator::start`] or run the `cpc-emulator` binary.
+
+mod admin;
+mod batch;
+mod clock;
+mod dataverse;
+mod entra;
+mod errors;
+mod faults;
+mod odata;
+mod secrets;
+mod seed;
+mod server;
+mod state;
+
+pub use faults::{DropWhen, FaultAction, FaultRule};
+pub use seed::{Credential, Seed, SeedPurpose, SeedTopic};
+pub use server::{Emulator, EmulatorHandle};
+pub use state::RequestRecord;
+
+/// Parses a `$filter` expression the way the emulator does; exposed for diagnostics and tests.
+pub use odata::filter::{Expr, Literal, parse as parse_filter};

@@ -1,0 +1,100 @@
+//! `cpc-emulator --seed FILE [--port 8080] [--host 127.0.0.1]`: prints
+//! `{"listening":"http://HOST:PORT"}` on stdout when ready, logs requests to stderr.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use cpc_emulator::{Emulator, Seed};
+
+struct Args {
+    seed: Option<String>,
+    host: IpAddr,
+    port: u16,
+}
+
+const USAGE: &str = "usage: cpc-emulator [--seed FILE] [--port PORT] [--host 127.0.0.1]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        seed: None,
+        host: IpAddr::from([127, 0, 0, 1]),
+        port: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--seed" => args.seed = Some(value()?),
+            "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--host" => args.host = value()?.parse().map_err(|e| format!("--host: {e}"))?,
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let seed = match &args.seed {
+        Some(path) => match Seed::from_file(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot load seed {path}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Seed::default(),
+    };
+    let handle = match Emulator::start_on(seed, SocketAddr::new(args.host, args.port)) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", serde_json::json!({"listening": handle.base_url()}));
+    wait_for_signal().await;
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
