@@ -63,6 +63,41 @@ pub fn mask_identifier(value: &str) -> String {
     }
 }
 
+/// Replaces every email-looking word in free text (error messages that may
+/// quote a payload value) with its [`mask_identifier`] label.
+pub fn mask_emails_in(text: &str) -> String {
+    let is_word = |c: char| {
+        !c.is_whitespace()
+            && !matches!(
+                c,
+                '"' | '`' | '(' | ')' | '<' | '>' | ',' | ';' | '[' | ']' | '{' | '}'
+            )
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let looks_like_email = word
+            .find('@')
+            .is_some_and(|at| at > 0 && word[at + 1..].contains('.'));
+        out.push_str(&if looks_like_email {
+            mask_identifier(word)
+        } else {
+            word.clone()
+        });
+        word.clear();
+    };
+    for c in text.chars() {
+        if is_word(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 fn fnv1a64(bytes: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -101,6 +136,25 @@ mod tests {
             mask_identifier("jane.doe@example.com"),
             mask_identifier("john.doe@example.com")
         );
+    }
+
+    #[test]
+    fn emails_inside_free_text_are_masked() {
+        let text = mask_emails_in(
+            "invalid type: string \"jane.o'brien+x@example.com\", expected a boolean at line 1",
+        );
+        assert!(!text.contains("jane"), "{text}");
+        assert!(
+            text.contains("@example.com\", expected a boolean at line 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn text_without_emails_is_unchanged() {
+        let text =
+            "HTTP 429 0x80072322: Number of requests exceeded the limit (user@ not an address)";
+        assert_eq!(mask_emails_in(text), text);
     }
 
     #[test]
