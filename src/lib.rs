@@ -20,3 +20,4 @@ pub mod records;
 pub mod redact;
 pub mod secrets;
 pub mod sync;
+pub mod telemetry;

@@ -7,6 +7,7 @@ pub mod entra;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::config::Credentials;
 use crate::redact::SecretString;
 
 /// A boxed, sendable future (keeps [`TokenSource`] object-safe).
@@ -90,5 +91,26 @@ impl AuthError {
             AuthError::Credentials { retryable, .. } => *retryable,
             _ => false,
         }
+    }
+}
+
+/// Where the Entra app credentials come from (the Secrets Manager secret in
+/// production, a fixed value in the CLI and tests).
+pub trait CredentialSource: Send + Sync {
+    /// The current credentials. `force_refresh` bypasses any cache: the token
+    /// provider sets it once after Entra rejects the client secret, in case the
+    /// secret has just been rotated.
+    fn credentials(&self, force_refresh: bool) -> BoxFuture<'_, Result<Credentials, AuthError>>;
+}
+
+/// Credentials fixed at construction (the CLI, tests); a forced refresh
+/// returns the same value.
+#[derive(Clone, Debug)]
+pub struct StaticCredentials(pub Credentials);
+
+impl CredentialSource for StaticCredentials {
+    fn credentials(&self, _force_refresh: bool) -> BoxFuture<'_, Result<Credentials, AuthError>> {
+        let credentials = self.0.clone();
+        Box::pin(async move { Ok(credentials) })
     }
 }

@@ -204,13 +204,14 @@ fn parse_credentials(
     }
     let before = errors.len();
     let client_id = required_string(object, "client_id", errors);
-    if let Some(id) = &client_id {
-        if parse_hyphenated_guid(id).is_none() {
-            errors.push(ConfigError::new(
-                "authentication.client_id",
-                "must be the Application (client) ID GUID from the Entra app registration's overview page",
-            ));
-        }
+    if client_id
+        .as_deref()
+        .is_some_and(|id| parse_hyphenated_guid(id).is_none())
+    {
+        errors.push(ConfigError::new(
+            "authentication.client_id",
+            "must be the Application (client) ID GUID from the Entra app registration's overview page",
+        ));
     }
     let client_secret = required_string(object, "client_secret", errors).map(SecretString::new);
     let tenant_id = required_string(object, "tenant_id", errors);

@@ -201,24 +201,20 @@ pub fn plan_writes(
         tallies,
         ..WritePlan::default()
     };
-    let mut contacts_seen = BTreeSet::new();
+    // One create per contact, owned by every message that needs it.
+    let mut contact_owners: BTreeMap<Uuid, (NewContact, BTreeSet<usize>)> = BTreeMap::new();
     for message in messages {
         if let Some(contact) = &message.create_contact {
-            if contacts_seen.insert(contact.id) {
-                let owners: BTreeSet<usize> = messages
-                    .iter()
-                    .filter(|other| {
-                        other
-                            .create_contact
-                            .as_ref()
-                            .is_some_and(|c| c.id == contact.id)
-                    })
-                    .map(|other| other.index)
-                    .collect();
-                plan.ops.push(WriteOp::CreateContact(contact.clone()));
-                plan.owners.push(owners);
-            }
+            contact_owners
+                .entry(contact.id)
+                .or_insert_with(|| (contact.clone(), BTreeSet::new()))
+                .1
+                .insert(message.index);
         }
+    }
+    for (contact, owners) in contact_owners.into_values() {
+        plan.ops.push(WriteOp::CreateContact(contact));
+        plan.owners.push(owners);
     }
     for row in by_key
         .into_values()
