@@ -6,6 +6,7 @@
 //! adapters. `main.rs` (the Lambda `bootstrap`) and `bin/cpc-sync.rs` (the
 //! operator CLI) only wire these parts together.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod consent;

@@ -5,6 +5,7 @@
 //! and start-up metadata, both cached). A failure only fails the messages
 //! whose writes it concerns.
 
+mod dataverse_store;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
