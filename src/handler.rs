@@ -88,9 +88,11 @@ impl<S: ConsentStore> Handler<S> {
     }
 
     fn work_deadline(&self, lambda_deadline: SystemTime) -> Instant {
-        let remaining = lambda_deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
+        let remaining = time_left(lambda_deadline, SystemTime::now());
+        tracing::debug!(
+            remaining_ms = remaining.as_millis() as u64,
+            "invocation time left"
+        );
         Instant::now() + remaining.saturating_sub(self.safety_margin)
     }
 
@@ -195,6 +197,19 @@ impl<S: ConsentStore> Handler<S> {
     }
 }
 
+/// Deadlines before this instant are not epoch times: `cargo lambda watch`
+/// sends the function timeout itself (e.g. `600000`) in
+/// `Lambda-Runtime-Deadline-Ms`, where AWS sends epoch milliseconds.
+const EARLIEST_EPOCH_DEADLINE: Duration = Duration::from_secs(1_000_000_000);
+
+/// The time an invocation has left.
+fn time_left(deadline: SystemTime, now: SystemTime) -> Duration {
+    match deadline.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since_epoch) if since_epoch < EARLIEST_EPOCH_DEADLINE => since_epoch,
+        _ => deadline.duration_since(now).unwrap_or_default(),
+    }
+}
+
 /// Plans one webhook; a panic in planning is contained to its message.
 fn plan_isolated(
     plan: impl FnOnce() -> Result<ConsentPlan, RejectedWebhook>,
@@ -266,5 +281,32 @@ fn log_outcome(
         MessageOutcome::Failed { error, retryable } => {
             warn!(message_id, event_id, user, retryable, error = %mask_emails_in(error), "webhook failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_deadline_leaves_the_difference_to_now() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_699_741);
+        assert_eq!(
+            time_left(now + Duration::from_secs(30), now),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn passed_deadline_leaves_nothing() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_699_741);
+        assert_eq!(time_left(now - Duration::from_secs(1), now), Duration::ZERO);
+    }
+
+    #[test]
+    fn local_runtime_timeout_value_is_read_as_the_time_left() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_699_741);
+        let cargo_lambda = SystemTime::UNIX_EPOCH + Duration::from_millis(600_000);
+        assert_eq!(time_left(cargo_lambda, now), Duration::from_secs(600));
     }
 }
