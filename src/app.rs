@@ -49,6 +49,49 @@ pub enum InitError {
     UnknownTargets(Vec<TargetProblem>),
 }
 
+impl InitError {
+    /// A short category for Lambda's `errorType`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InitError::MissingSecretId | InitError::Config(_) => "InvalidConfiguration",
+            InitError::Secret(_) => "SecretUnavailable",
+            InitError::Auth(_) => "EntraAuthenticationFailed",
+            InitError::Dataverse(_) => "DataverseUnavailable",
+            InitError::UnknownTargets(_) => "UnknownMappingTargets",
+        }
+    }
+}
+
+/// Tells the Lambda Runtime API why the init phase failed
+/// (`POST /runtime/init/error`), so the failed invocation carries the
+/// message instead of a bare "Runtime exited". Best effort: the process
+/// exits with the error anyway.
+pub async fn report_init_error(error: &InitError) {
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    // AWS gives `host:port`; local runtimes such as cargo lambda give a URL.
+    let base = if api.starts_with("http://") || api.starts_with("https://") {
+        api.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{api}")
+    };
+    let body = serde_json::json!({ "errorType": error.kind(), "errorMessage": error.to_string() });
+    let sent = reqwest::Client::new()
+        .post(format!("{base}/2018-06-01/runtime/init/error"))
+        .header(
+            "Lambda-Runtime-Function-Error-Type",
+            format!("Runtime.{}", error.kind()),
+        )
+        .timeout(Duration::from_secs(2))
+        .json(&body)
+        .send()
+        .await;
+    if let Err(err) = sent {
+        warn!(error = %err, "could not report the init error to the Lambda Runtime API");
+    }
+}
+
 fn describe(problems: &[TargetProblem]) -> String {
     problems
         .iter()

@@ -14,7 +14,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Err(error) => {
             // Failing the init phase makes Lambda report it and retry the init
             // on the next invocation; the queued webhooks wait in SQS.
-            tracing::error!(error = %error, "cannot start");
+            tracing::error!(error = %error, kind = error.kind(), "cannot start");
+            app::report_init_error(&error).await;
             return Err(error.into());
         }
     };

@@ -1,0 +1,342 @@
+//! End to end with real parts: the `bootstrap` binary under the Lambda Runtime
+//! API of `cargo lambda`, Secrets Manager played by `moto_server` with the real
+//! AWS SDK, and Entra + Dataverse played by `tools/emulator`. Every event shape
+//! goes in; the consent table that comes out is asserted row by row.
+
+#[path = "support/lambda.rs"]
+mod lambda;
+#[path = "support/moto.rs"]
+mod moto;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cpc_emulator::{Emulator, EmulatorHandle, Seed};
+use lambda::{LocalLambda, fixture};
+use moto::MotoServer;
+use serde_json::{Value, json};
+
+const SECRET_NAME: &str = "didomi/cpc-sync";
+const EMULATOR_SECRET: &str = "local-dev-secret~not-a-real-one";
+
+struct World {
+    emulator: EmulatorHandle,
+    _moto: MotoServer,
+    lambda: LocalLambda,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixture configuration pointed at the emulator.
+fn config_for(emulator: &EmulatorHandle) -> Value {
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/integration-config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&text).unwrap();
+    config["authentication"]["client_secret"] = json!(EMULATOR_SECRET);
+    config["authentication"]["instance"] = json!(emulator.base_url());
+    config
+}
+
+async fn world(edit: impl FnOnce(&mut Value)) -> World {
+    let seed = Seed::from_file(root().join("tools/emulator/demo-seed.json")).unwrap();
+    let emulator = Emulator::start(seed).unwrap();
+    let moto = MotoServer::start().await;
+    let mut config = config_for(&emulator);
+    edit(&mut config);
+    moto.client()
+        .create_secret()
+        .name(SECRET_NAME)
+        .secret_string(config.to_string())
+        .send()
+        .await
+        .unwrap();
+    let lambda = LocalLambda::start(&[
+        ("SECRET_ID", SECRET_NAME.to_string()),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-access-key".into()),
+        ("AZURE_AUTHORITY_HOST", emulator.base_url()),
+        ("ALLOW_INSECURE_HTTP", "true".into()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+        ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
+    ])
+    .await;
+    World {
+        emulator,
+        _moto: moto,
+        lambda,
+    }
+}
+
+/// The table as (address, purpose, topic, value, statecode), sorted.
+fn table(emulator: &EmulatorHandle) -> BTreeSet<(String, String, String, i64, i64)> {
+    emulator
+        .consents()
+        .iter()
+        .map(|row| {
+            let text = |key: &str| row[key].as_str().unwrap_or("-").to_string();
+            (
+                text("msdynmkt_contactpointvalue").to_lowercase(),
+                text("_msdynmkt_purposeid_value"),
+                text("_msdynmkt_topicid_value"),
+                row["msdynmkt_value"].as_i64().unwrap(),
+                row["statecode"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+const COMMERCIAL: &str = "10000000-0000-0000-0000-000000000003";
+const NEWSLETTER: &str = "23db4a4d-ba9f-f011-bbd3-6045bd194648";
+const OFFERS: &str = "5b1c9e1a-7f3d-4c2a-9e8b-2d4f6a8c0e13";
+const EVENTS: &str = "8e2f4a6c-1b3d-4e5f-a7b9-c0d1e2f3a4b5";
+const IN: i64 = 534_120_001;
+const OUT: i64 = 534_120_002;
+
+fn row(
+    address: &str,
+    purpose: &str,
+    topic: &str,
+    value: i64,
+    state: i64,
+) -> (String, String, String, i64, i64) {
+    (
+        address.to_string(),
+        purpose.to_string(),
+        topic.to_string(),
+        value,
+        state,
+    )
+}
+
+#[tokio::test]
+async fn every_event_shape_becomes_the_expected_consent_rows() {
+    let world = world(|_| {}).await;
+    let lambda = &world.lambda;
+
+    let opt_in = lambda.invoke_fixture("event-created-opt-in.json").await;
+    assert_eq!(opt_in["outcome"], "written", "{opt_in}");
+    let sqs = lambda.invoke_fixture("sqs-batch.json").await;
+    assert_eq!(sqs, json!({"batchItemFailures": []}));
+    let http = lambda.invoke_fixture("http-api-request.json").await;
+    assert_eq!(http["statusCode"], 200, "{http}");
+    assert_eq!(
+        serde_json::from_str::<Value>(http["body"].as_str().unwrap()).unwrap()["outcome"],
+        "written"
+    );
+    for name in [
+        "event-created-pending-approval.json",
+        "event-updated-confirmed.json",
+        "event-created-one-click-opt-out.json",
+    ] {
+        let answer = lambda.invoke_fixture(name).await;
+        assert!(
+            answer["outcome"] == "written" || answer["outcome"] == "skipped",
+            "{name}: {answer}"
+        );
+    }
+    for name in [
+        "event-created-cpra.json",
+        "event-created-anonymous-cookie-banner.json",
+        "event-deleted.json",
+        "user-updated.json",
+    ] {
+        assert_eq!(
+            lambda.invoke_fixture(name).await["outcome"],
+            "skipped",
+            "{name}"
+        );
+    }
+
+    let expected: BTreeSet<_> = [
+        row("jane.doe@example.com", COMMERCIAL, "-", OUT, 0),
+        row("jane.doe@example.com", COMMERCIAL, "-", OUT, 1),
+        row("jane.doe@example.com", COMMERCIAL, NEWSLETTER, OUT, 0),
+        row("jane.doe@example.com", COMMERCIAL, OFFERS, OUT, 0),
+        row("jane.doe@example.com", COMMERCIAL, EVENTS, OUT, 0),
+        row("john.o'brien+news@example.com", COMMERCIAL, "-", OUT, 0),
+        row("ana.garcia@example.org", COMMERCIAL, "-", IN, 0),
+        row("ana.garcia@example.org", COMMERCIAL, NEWSLETTER, OUT, 0),
+        row("ana.garcia@example.org", COMMERCIAL, OFFERS, IN, 0),
+        row("ana.garcia@example.org", COMMERCIAL, EVENTS, OUT, 0),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(table(&world.emulator), expected);
+    assert_eq!(world.emulator.consents().len(), 10, "no duplicate rows");
+}
+
+#[tokio::test]
+async fn replaying_every_event_writes_nothing_more() {
+    let world = world(|_| {}).await;
+    for name in ["event-created-opt-in.json", "event-created-deselect.json"] {
+        world.lambda.invoke_fixture(name).await;
+    }
+    let before = world.emulator.consents();
+    world.emulator.clear_requests();
+    let replay = world.lambda.invoke_fixture("sqs-batch.json").await;
+    assert_eq!(replay, json!({"batchItemFailures": []}));
+    assert_eq!(world.emulator.consents(), before);
+    let writes: Vec<_> = world
+        .emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "a replay must not write: {writes:?}");
+}
+
+#[tokio::test]
+async fn a_bad_sqs_message_fails_alone() {
+    let world = world(|_| {}).await;
+    let good = fixture("event-created-opt-out.json").to_string();
+    let batch = json!({"Records": [
+        {"messageId": "bad-json", "eventSource": "aws:sqs", "body": "{\"type\": \"event.created\", "},
+        {"messageId": "good", "eventSource": "aws:sqs", "body": good},
+        {"messageId": "unknown-type", "eventSource": "aws:sqs", "body": "{\"type\":\"widget.updated\",\"parameters\":{}}"}]});
+    let answer = world.lambda.invoke(&batch).await;
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "bad-json"}]})
+    );
+    assert_eq!(
+        world.emulator.consents().len(),
+        3,
+        "John's row is written next to the 2 seeded rows"
+    );
+}
+
+#[tokio::test]
+async fn invalid_http_payload_is_answered_400_with_the_reason() {
+    let world = world(|_| {}).await;
+    let mut request = fixture("http-api-request.json");
+    request["body"] = json!("{\"type\":\"event.created\",\"parameters\":{\"entity\":{\"id\":7}}}");
+    let answer = world.lambda.invoke(&request).await;
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+    assert!(
+        answer["body"]
+            .as_str()
+            .unwrap()
+            .contains("parameters.entity.id"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_invocation_shape_is_a_clear_error() {
+    let world = world(|_| {}).await;
+    let answer = world
+        .lambda
+        .invoke(&json!({"detail-type": "Scheduled Event"}))
+        .await;
+    assert_eq!(answer["errorType"], "UnrecognisedEvent", "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("expected an SQS batch"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn throttled_dataverse_fails_the_batch_back_to_the_queue_then_succeeds() {
+    let world = world(|_| {}).await;
+    world.emulator.set_faults(
+        serde_json::from_value(json!([
+            {"path_contains": "$batch", "times": 50, "action": {"status": 429, "retry_after": 1}}
+        ]))
+        .unwrap(),
+    );
+    let answer = world.lambda.invoke_fixture("sqs-batch.json").await;
+    let failed: BTreeSet<&str> = answer["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        BTreeSet::from([
+            "059f36b4-87a3-44ab-83d2-661975830a7d",
+            "2e1424d4-f796-459a-8184-9c92662be6da"
+        ])
+    );
+    let attempts = world
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("$batch"))
+        .count();
+    assert!(
+        (2..=7).contains(&attempts),
+        "bounded retries, Retry-After honoured: {attempts} attempts"
+    );
+    world.emulator.set_faults(Vec::new());
+    assert_eq!(
+        world.lambda.invoke_fixture("sqs-batch.json").await,
+        json!({"batchItemFailures": []})
+    );
+}
+
+#[tokio::test]
+async fn mapping_a_purpose_dataverse_does_not_have_fails_the_start_with_the_guid() {
+    let missing = "purpose:99999999-0000-0000-0000-000000000000";
+    let mut world = world(|config| config["mappings"][0]["id"] = json!(missing)).await;
+    let answer = world
+        .lambda
+        .invoke_fixture("event-created-opt-in.json")
+        .await;
+    assert_eq!(answer["errorType"], "UnknownMappingTargets", "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(missing),
+        "{answer}"
+    );
+    assert_ne!(
+        world.lambda.exit_code(Duration::from_secs(10)).await,
+        Some(0)
+    );
+    assert!(
+        world.lambda.logs().contains("UnknownMappingTargets"),
+        "{}",
+        world.lambda.logs()
+    );
+}
+
+#[tokio::test]
+async fn logs_are_json_and_hold_no_secret_token_or_address() {
+    let world = world(|_| {}).await;
+    for name in [
+        "sqs-batch.json",
+        "http-api-request.json",
+        "event-created-opt-out.json",
+    ] {
+        world.lambda.invoke_fixture(name).await;
+    }
+    let logs = world.lambda.logs();
+    assert!(logs.lines().count() > 3, "{logs}");
+    for line in logs.lines() {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+    }
+    let lower = logs.to_lowercase();
+    for forbidden in [
+        EMULATOR_SECRET,
+        "jane.doe@example.com",
+        "o'brien+news@example.com",
+        "bearer ",
+    ] {
+        assert!(
+            !lower.contains(&forbidden.to_lowercase()),
+            "logs contain {forbidden:?}"
+        );
+    }
+    assert!(logs.contains("message_id"), "per-message ids are logged");
+}
