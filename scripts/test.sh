@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every check and test, as CI does: formatting, lints, all Rust tests
+# (unit, property, contract, moto-backed and end-to-end under the Lambda
+# Runtime API), the template linters, and the local end-to-end demo.
+# Installs what it needs: rustfmt/clippy via rustup, Python tools into .venv.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+if command -v rustup >/dev/null 2>&1; then
+  step "rust components"
+  rustup component add rustfmt clippy >/dev/null
+fi
+
+step "python tools (.venv)"
+venv_bin="$(scripts/python-tools.sh | tail -n1)"
+export PATH="${venv_bin}:${PATH}"
+export SAM_CLI_TELEMETRY=0
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (every test)"
+cargo test --workspace --locked
+
+step "template: cfn-lint, sam validate --lint, sam validate"
+cfn-lint template.yaml
+sam validate --lint --template template.yaml
+sam validate --region us-east-1 --template template.yaml
+
+step "local end-to-end run (scripts/demo.sh)"
+demo_output="$(scripts/demo.sh 2>/dev/null)"
+printf '%s\n' "$demo_output" | tail -n 14
+# The demo must end with Jane opted out of everything and no failure reported.
+grep -q '"batchItemFailures":\[\]' <<<"$demo_output"
+if grep -q 'errorType' <<<"$demo_output"; then
+  echo "the demo reported an error" >&2
+  exit 1
+fi
+
+step "all checks passed"
