@@ -3,66 +3,16 @@
 //! Dataverse requests — contacts, consent rows, one `$batch` — whatever the
 //! number of webhooks and mappings. Counted at the emulator.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+#[path = "support/inprocess.rs"]
+mod inprocess;
+
 use std::time::Duration;
 
-use cpc_emulator::{Emulator, EmulatorHandle, Seed};
-use didomi_cpc_sync::auth::StaticCredentials;
-use didomi_cpc_sync::auth::entra::EntraTokenProvider;
-use didomi_cpc_sync::config::IntegrationConfig;
-use didomi_cpc_sync::consent::ConsentPlan;
-use didomi_cpc_sync::dataverse::{DataverseClient, RetryPolicy, http_client};
-use didomi_cpc_sync::mapping::{RejectedWebhook, plan_value};
-use didomi_cpc_sync::planner::Catalog;
-use didomi_cpc_sync::sync::{MessageOutcome, SyncService};
+use cpc_emulator::{Emulator, EmulatorHandle};
+use didomi_cpc_sync::sync::MessageOutcome;
+use inprocess::{dataverse_requests, plans, seed_with_users, service};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A seed with `users` contacts `user<i>@example.com` besides the demo data.
-fn seed(users: usize) -> Seed {
-    let text = std::fs::read_to_string(root().join("tools/emulator/demo-seed.json")).unwrap();
-    let mut seed: Value = serde_json::from_str(&text).unwrap();
-    for i in 0..users {
-        seed["contacts"].as_array_mut().unwrap().push(json!({
-            "contactid": format!("00000000-0000-4000-8000-{i:012}"),
-            "emailaddress1": format!("user{i}@example.com"), "lastname": format!("User {i}")}));
-    }
-    serde_json::from_value(seed).unwrap()
-}
-
-async fn service(emulator: &EmulatorHandle) -> SyncService<DataverseClient> {
-    let text =
-        std::fs::read_to_string(root().join("tests/fixtures/integration-config.json")).unwrap();
-    let mut document: Value = serde_json::from_str(&text).unwrap();
-    document["authentication"]["client_secret"] = json!("local-dev-secret~not-a-real-one");
-    document["authentication"]["instance"] = json!(emulator.base_url());
-    let config = IntegrationConfig::from_document(&document, true)
-        .unwrap()
-        .config;
-    let authority = emulator.base_url().parse().unwrap();
-    let tokens = EntraTokenProvider::new(
-        http_client(),
-        authority,
-        Arc::new(StaticCredentials(config.credentials.clone())),
-    );
-    let client = DataverseClient::new(
-        http_client(),
-        config.credentials.instance.clone(),
-        Arc::new(tokens),
-        RetryPolicy::default(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let catalog = Catalog::new(
-        client.purposes(deadline).await.unwrap(),
-        client.topics(deadline).await.unwrap(),
-    );
-    SyncService::new(client, Arc::new(config), Arc::new(catalog))
-}
 
 /// An `event.created` of `user` deciding the purpose and all three topics.
 fn webhook(index: usize, user: &str) -> Value {
@@ -73,23 +23,13 @@ fn webhook(index: usize, user: &str) -> Value {
             "values": {"f2b1c7e0-3d4a-4b8e-9c61-5e7a2d0f8a13": {"value": "v-news,v-events"}}}]}}}})
 }
 
-fn plans(
-    webhooks: Vec<Value>,
-    service: &SyncService<DataverseClient>,
-) -> Vec<Result<ConsentPlan, RejectedWebhook>> {
-    webhooks
-        .into_iter()
-        .map(|webhook| plan_value(webhook, &service.config().rules))
-        .collect()
-}
-
 async fn dataverse_requests_for(
     webhooks: Vec<Value>,
     users: usize,
 ) -> (Vec<String>, EmulatorHandle) {
-    let emulator = Emulator::start(seed(users)).unwrap();
+    let emulator = Emulator::start(seed_with_users(users)).unwrap();
     let service = service(&emulator).await;
-    let items = plans(webhooks, &service);
+    let items = plans(&webhooks, &service);
     emulator.clear_requests();
     let outcomes = service
         .process(&items, Instant::now() + Duration::from_secs(20))
@@ -100,19 +40,7 @@ async fn dataverse_requests_for(
             .all(|o| matches!(o, MessageOutcome::Written { .. })),
         "{outcomes:?}"
     );
-    let requests = emulator
-        .requests()
-        .into_iter()
-        .filter(|request| request.path.starts_with("/api/data/"))
-        .map(|request| {
-            format!(
-                "{} {}",
-                request.method,
-                request.path.split('?').next().unwrap_or_default()
-            )
-        })
-        .collect();
-    (requests, emulator)
+    (dataverse_requests(&emulator), emulator)
 }
 
 const BUDGET: [&str; 3] = [
