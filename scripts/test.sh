@@ -28,15 +28,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (every test)"
 cargo test --workspace --locked
 
-step "template: cfn-lint, sam validate --lint, sam validate"
+step "template: cfn-lint, sam validate --lint, sam validate, security checks"
 cfn-lint template.yaml
 sam validate --lint --template template.yaml
 sam validate --region us-east-1 --template template.yaml
+"${venv_bin}/python" scripts/check-template.py template.yaml
 
 step "local end-to-end run (scripts/demo.sh)"
 demo_output="$(scripts/demo.sh 2>/dev/null)"
 printf '%s\n' "$demo_output" | tail -n 14
-# The demo must end with Jane opted out of everything and no failure reported.
+# Every SQS message of the demo succeeds and no invocation errors.
 grep -q '"batchItemFailures":\[\]' <<<"$demo_output"
 if grep -q 'errorType' <<<"$demo_output"; then
   echo "the demo reported an error" >&2

@@ -3,22 +3,31 @@
 //! AWS SDK, and Entra + Dataverse played by `tools/emulator`. Every event shape
 //! goes in; the consent table that comes out is asserted row by row.
 
+#[path = "support/inprocess.rs"]
+mod inprocess;
 #[path = "support/lambda.rs"]
 mod lambda;
 #[path = "support/moto.rs"]
 mod moto;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use cpc_emulator::{Emulator, EmulatorHandle, Seed};
+use cpc_emulator::{Emulator, EmulatorHandle};
+use inprocess::{EMULATOR_SECRET, config_json, demo_seed_json, seed_from};
 use lambda::{LocalLambda, fixture};
 use moto::MotoServer;
 use serde_json::{Value, json};
 
 const SECRET_NAME: &str = "didomi/cpc-sync";
-const EMULATOR_SECRET: &str = "local-dev-secret~not-a-real-one";
+
+/// Addresses of the demo seed and fixtures: none may reach a log line.
+const ADDRESSES: [&str; 4] = [
+    "jane.doe@example.com",
+    "john.o'brien+news@example.com",
+    "ana.garcia@example.org",
+    "jane.o'brien@example.com",
+];
 
 struct World {
     emulator: EmulatorHandle,
@@ -26,26 +35,33 @@ struct World {
     lambda: LocalLambda,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// What a test may change before the function starts.
+#[derive(Default)]
+struct Setup {
+    seed: Option<Box<dyn FnOnce(&mut Value)>>,
+    config: Option<Box<dyn FnOnce(&mut Value)>>,
+    secrets_endpoint: Option<String>,
 }
 
-/// The fixture configuration pointed at the emulator.
-fn config_for(emulator: &EmulatorHandle) -> Value {
-    let text =
-        std::fs::read_to_string(root().join("tests/fixtures/integration-config.json")).unwrap();
-    let mut config: Value = serde_json::from_str(&text).unwrap();
-    config["authentication"]["client_secret"] = json!(EMULATOR_SECRET);
-    config["authentication"]["instance"] = json!(emulator.base_url());
-    config
+async fn world(edit: impl FnOnce(&mut Value) + 'static) -> World {
+    world_with(Setup {
+        config: Some(Box::new(edit)),
+        ..Setup::default()
+    })
+    .await
 }
 
-async fn world(edit: impl FnOnce(&mut Value)) -> World {
-    let seed = Seed::from_file(root().join("tools/emulator/demo-seed.json")).unwrap();
-    let emulator = Emulator::start(seed).unwrap();
+async fn world_with(setup: Setup) -> World {
+    let mut seed = demo_seed_json();
+    if let Some(edit) = setup.seed {
+        edit(&mut seed);
+    }
+    let emulator = Emulator::start(seed_from(seed)).unwrap();
     let moto = MotoServer::start().await;
-    let mut config = config_for(&emulator);
-    edit(&mut config);
+    let mut config = config_json(&emulator);
+    if let Some(edit) = setup.config {
+        edit(&mut config);
+    }
     moto.client()
         .create_secret()
         .name(SECRET_NAME)
@@ -55,7 +71,12 @@ async fn world(edit: impl FnOnce(&mut Value)) -> World {
         .unwrap();
     let lambda = LocalLambda::start(&[
         ("SECRET_ID", SECRET_NAME.to_string()),
-        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint.clone()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            setup
+                .secrets_endpoint
+                .unwrap_or_else(|| moto.endpoint.clone()),
+        ),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST".into()),
         ("AWS_SECRET_ACCESS_KEY", "test-secret-access-key".into()),
@@ -64,7 +85,18 @@ async fn world(edit: impl FnOnce(&mut Value)) -> World {
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
         ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
     ])
-    .await;
+    .await
+    .forbid_in_logs(
+        [
+            EMULATOR_SECRET,
+            "test-secret-access-key",
+            "bearer ey",
+            "access_token",
+        ]
+        .into_iter()
+        .chain(ADDRESSES)
+        .map(str::to_string),
+    );
     World {
         emulator,
         _moto: moto,
@@ -286,7 +318,7 @@ async fn throttled_dataverse_fails_the_batch_back_to_the_queue_then_succeeds() {
 #[tokio::test]
 async fn mapping_a_purpose_dataverse_does_not_have_fails_the_start_with_the_guid() {
     let missing = "purpose:99999999-0000-0000-0000-000000000000";
-    let mut world = world(|config| config["mappings"][0]["id"] = json!(missing)).await;
+    let mut world = world(move |config| config["mappings"][0]["id"] = json!(missing)).await;
     let answer = world
         .lambda
         .invoke_fixture("event-created-opt-in.json")
@@ -339,4 +371,72 @@ async fn logs_are_json_and_hold_no_secret_token_or_address() {
         );
     }
     assert!(logs.contains("message_id"), "per-message ids are logged");
+}
+
+#[tokio::test]
+async fn unreachable_secrets_manager_fails_the_start_with_the_reason() {
+    let closed = format!("http://127.0.0.1:{}", moto::free_port());
+    let mut world = world_with(Setup {
+        secrets_endpoint: Some(closed),
+        ..Setup::default()
+    })
+    .await;
+    let answer = world
+        .lambda
+        .invoke_fixture("event-created-opt-in.json")
+        .await;
+    assert_eq!(answer["errorType"], "SecretUnavailable", "{answer}");
+    assert_ne!(
+        world.lambda.exit_code(Duration::from_secs(10)).await,
+        Some(0)
+    );
+    assert!(world.emulator.consents().len() == 2, "nothing written");
+}
+
+#[tokio::test]
+async fn missing_application_user_fails_the_start_with_the_fix() {
+    let mut world = world_with(Setup {
+        seed: Some(Box::new(|seed: &mut Value| seed["app_user"] = json!(false))),
+        ..Setup::default()
+    })
+    .await;
+    let answer = world
+        .lambda
+        .invoke_fixture("event-created-opt-in.json")
+        .await;
+    assert_eq!(answer["errorType"], "DataverseUnavailable", "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("Application User"),
+        "{answer}"
+    );
+    assert_ne!(
+        world.lambda.exit_code(Duration::from_secs(10)).await,
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn invalid_configuration_fails_the_start_naming_the_field() {
+    let mut world =
+        world(|config| config["authentication"]["instance"] = json!("https://contoso.example.com"))
+            .await;
+    let answer = world
+        .lambda
+        .invoke_fixture("event-created-opt-in.json")
+        .await;
+    assert_eq!(answer["errorType"], "InvalidConfiguration", "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("authentication.instance"),
+        "{answer}"
+    );
+    assert_ne!(
+        world.lambda.exit_code(Duration::from_secs(10)).await,
+        Some(0)
+    );
 }

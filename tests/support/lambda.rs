@@ -32,6 +32,7 @@ pub struct LocalLambda {
     port: u16,
     log_path: PathBuf,
     http: reqwest::Client,
+    forbidden: Vec<String>,
 }
 
 impl Drop for LocalLambda {
@@ -39,6 +40,17 @@ impl Drop for LocalLambda {
         for child in [&mut self.function, &mut self.runtime] {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Every test's function logs are checked: no secret, token or address.
+        if !std::thread::panicking() {
+            let logs = self.logs().to_lowercase();
+            for forbidden in &self.forbidden {
+                assert!(
+                    !logs.contains(&forbidden.to_lowercase()),
+                    "the function logged {forbidden:?}; see {}",
+                    self.log_path.display()
+                );
+            }
         }
     }
 }
@@ -96,7 +108,15 @@ impl LocalLambda {
             port,
             log_path,
             http,
+            forbidden: Vec::new(),
         }
+    }
+
+    /// Strings that must never appear in the function's logs (checked, case-
+    /// insensitively, when the test ends): secrets, tokens, email addresses.
+    pub fn forbid_in_logs(mut self, values: impl IntoIterator<Item = String>) -> Self {
+        self.forbidden.extend(values);
+        self
     }
 
     /// Invokes the function synchronously; returns the function's answer, or
