@@ -35,11 +35,14 @@ struct World {
     lambda: LocalLambda,
 }
 
+/// An edit of a JSON document (the seed or the integration document).
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
 /// What a test may change before the function starts.
 #[derive(Default)]
 struct Setup {
-    seed: Option<Box<dyn FnOnce(&mut Value)>>,
-    config: Option<Box<dyn FnOnce(&mut Value)>>,
+    seed: Option<Edit>,
+    config: Option<Edit>,
     secrets_endpoint: Option<String>,
 }
 
