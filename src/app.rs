@@ -36,8 +36,13 @@ pub enum InitError {
     #[error(transparent)]
     Config(#[from] ConfigErrors),
     /// The secret could not be read.
-    #[error("reading secret: {0}")]
-    Secret(#[from] SecretsError),
+    #[error("reading secret {secret_id}: {source}")]
+    Secret {
+        /// `SECRET_ID`.
+        secret_id: String,
+        /// What Secrets Manager (or the network) said.
+        source: SecretsError,
+    },
     /// No token for Dataverse.
     #[error("getting a Dataverse token: {0}")]
     Auth(#[from] AuthError),
@@ -54,7 +59,7 @@ impl InitError {
     pub fn kind(&self) -> &'static str {
         match self {
             InitError::MissingSecretId | InitError::Config(_) => "InvalidConfiguration",
-            InitError::Secret(_) => "SecretUnavailable",
+            InitError::Secret { .. } => "SecretUnavailable",
             InitError::Auth(_) => "EntraAuthenticationFailed",
             InitError::Dataverse(_) => "DataverseUnavailable",
             InitError::UnknownTargets(_) => "UnknownMappingTargets",
@@ -115,7 +120,13 @@ pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
         DEFAULT_SECRET_TTL,
         environment.allow_insecure_http,
     ));
-    let raw = secrets.document(false).await?;
+    let raw = secrets
+        .document(false)
+        .await
+        .map_err(|source| InitError::Secret {
+            secret_id: secrets.secret_id().to_string(),
+            source,
+        })?;
     let (document, merge_warnings) =
         merge_documents(&raw, environment.integration_config.as_deref())?;
     let loaded = IntegrationConfig::from_document(&document, environment.allow_insecure_http)?;
