@@ -34,6 +34,15 @@ sam validate --lint --template template.yaml
 sam validate --region us-east-1 --template template.yaml
 "${venv_bin}/python" scripts/check-template.py template.yaml
 
+step "sam build (cargo lambda build --release --arm64)"
+if command -v rustup >/dev/null 2>&1; then
+  rustup target add aarch64-unknown-linux-gnu >/dev/null
+fi
+sam build --template template.yaml --build-dir .local/sam-build
+file_info="$(od -An -tx1 -j18 -N2 .local/sam-build/SyncFunction/bootstrap | tr -d ' ')"
+# ELF e_machine 0xb7 (little-endian "b700") is AArch64: the artifact Lambda runs.
+[[ "$file_info" == "b700" ]] || { echo "bootstrap is not an arm64 ELF ($file_info)" >&2; exit 1; }
+
 step "local end-to-end run (scripts/demo.sh)"
 demo_output="$(scripts/demo.sh 2>/dev/null)"
 printf '%s\n' "$demo_output" | tail -n 14
