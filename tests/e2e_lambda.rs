@@ -341,25 +341,28 @@ async fn logs_are_json_and_hold_no_secret_token_or_address() {
     assert!(logs.contains("message_id"), "per-message ids are logged");
 }
 
-/// Invokes once and checks that the start failed: the invocation carries
-/// `error_type` and a message containing `needle`, the process exits
-/// unsuccessfully, and nothing was written.
+/// Checks that the start failed: the process exits unsuccessfully and logs
+/// `error_type` with a message containing `needle`, and nothing was written.
+/// (That the failure also reaches the Runtime API's `/init/error` is checked
+/// by `init_failure_is_reported_to_the_runtime_api`.)
 async fn assert_start_fails(mut world: World, error_type: &str, needle: &str) {
-    let answer = world
-        .lambda
-        .invoke_fixture("event-created-opt-in.json")
-        .await;
-    assert_eq!(answer["errorType"], error_type, "{answer}");
-    let message = answer["errorMessage"].as_str().unwrap_or_default();
-    assert!(message.contains(needle), "{answer}");
     assert_ne!(
-        world.lambda.exit_code(Duration::from_secs(10)).await,
+        world.lambda.exit_code(Duration::from_secs(20)).await,
         Some(0)
     );
+    let logs = world.lambda.logs();
+    let failure = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "cannot start")
+        .unwrap_or_else(|| panic!("no start failure logged: {logs}"));
+    assert_eq!(failure["kind"], error_type, "{failure}");
     assert!(
-        world.lambda.logs().contains(error_type),
-        "{}",
-        world.lambda.logs()
+        failure["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(needle),
+        "{failure}"
     );
     assert_eq!(world.emulator.consents().len(), 2, "only the seeded rows");
 }
@@ -399,4 +402,59 @@ async fn invalid_configuration_fails_the_start_naming_the_field() {
         world(|config| config["authentication"]["instance"] = json!("https://contoso.example.com"))
             .await;
     assert_start_fails(world, "InvalidConfiguration", "authentication.instance").await;
+}
+
+/// A stand-in Runtime API that records what `/runtime/init/error` receives.
+async fn fake_runtime_api() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+) {
+    use axum::Router;
+    use axum::http::HeaderMap;
+    use axum::routing::post;
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/2018-06-01/runtime/init/error",
+        post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let error_type = headers
+                .get("lambda-runtime-function-error-type")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let _ = sender.send((
+                error_type,
+                serde_json::from_slice(&body).unwrap_or_default(),
+            ));
+            async { axum::http::StatusCode::ACCEPTED }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address.to_string(), receiver)
+}
+
+#[tokio::test]
+async fn init_failure_is_reported_to_the_runtime_api() {
+    let (runtime_api, mut reports) = fake_runtime_api().await;
+    // Blocking wait on another thread: the fake Runtime API runs on this one.
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .stderr(std::process::Stdio::null())
+            .status()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!status.success());
+    let (header, body) = reports.recv().await.expect("an init error was posted");
+    assert_eq!(header, "Runtime.InvalidConfiguration");
+    assert_eq!(body["errorType"], "InvalidConfiguration");
+    assert!(
+        body["errorMessage"].as_str().unwrap().contains("SECRET_ID"),
+        "{body}"
+    );
 }
