@@ -287,6 +287,114 @@ fn log_outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::IntegrationConfig;
+    use crate::planner::Catalog;
+    use crate::records::{ConsentRow, Contact, WriteOp};
+    use crate::sync::StoreError;
+    use std::sync::Arc;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl StoreError for Never {
+        fn is_retryable(&self) -> bool {
+            false
+        }
+        fn is_already_exists(&self) -> bool {
+            false
+        }
+    }
+
+    /// A store that panics on its first call, standing in for any bug below
+    /// the handler.
+    struct PanickingStore;
+
+    impl ConsentStore for PanickingStore {
+        type Error = Never;
+        async fn find_contacts(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[String],
+            _: Instant,
+        ) -> Result<Vec<Contact>, Never> {
+            panic!("store bug")
+        }
+        async fn consent_rows(&self, _: &[String], _: Instant) -> Result<Vec<ConsentRow>, Never> {
+            panic!("store bug")
+        }
+        async fn execute_writes(
+            &self,
+            _: &[WriteOp],
+            _: Instant,
+        ) -> Result<Vec<Result<(), Never>>, Never> {
+            panic!("store bug")
+        }
+    }
+
+    fn handler() -> Handler<PanickingStore> {
+        let document: Value =
+            serde_json::from_str(include_str!("../tests/fixtures/integration-config.json"))
+                .unwrap();
+        let config = IntegrationConfig::from_document(&document, false)
+            .unwrap()
+            .config;
+        let service = SyncService::new(
+            PanickingStore,
+            Arc::new(config),
+            Arc::new(Catalog::default()),
+        );
+        Handler::new(service, Duration::from_millis(100))
+    }
+
+    fn event(payload: Value) -> LambdaEvent<Value> {
+        let mut context = lambda_runtime::Context::default();
+        let deadline = SystemTime::now() + Duration::from_secs(30);
+        context.deadline = deadline
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        LambdaEvent::new(payload, context)
+    }
+
+    fn record(id: &str, body: &str) -> Value {
+        json!({"messageId": id, "eventSource": "aws:sqs", "body": body})
+    }
+
+    #[test]
+    fn a_panic_while_planning_becomes_that_messages_rejection() {
+        let result = plan_isolated(|| panic!("planner bug"));
+        assert!(matches!(result, Err(RejectedWebhook::Webhook(_))));
+    }
+
+    #[tokio::test]
+    async fn a_panic_below_the_handler_fails_the_batch_back_to_the_queue_not_the_runtime() {
+        let opt_in = include_str!("../events/event-created-opt-in.json");
+        let anonymous = include_str!("../events/event-created-anonymous-cookie-banner.json");
+        let batch = json!({"Records": [record("write", opt_in), record("skip", anonymous), record("bad", "{")]});
+        let answer = handler().handle(event(batch)).await.unwrap();
+        let failed: Vec<&str> = answer["batchItemFailures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|failure| failure["itemIdentifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            ["write", "skip", "bad"],
+            "every message is delivered again"
+        );
+    }
+
+    #[tokio::test]
+    async fn skipped_webhooks_need_no_store_and_answer_200() {
+        let request = json!({"rawPath": "/didomi/webhooks", "routeKey": "POST /didomi/webhooks", "requestContext": {"requestId": "r"},
+            "body": include_str!("../events/event-created-cpra.json")});
+        let answer = handler().handle(event(request)).await.unwrap();
+        assert_eq!(answer["statusCode"], 200, "{answer}");
+        assert!(answer["body"].as_str().unwrap().contains("skipped"));
+    }
 
     #[test]
     fn epoch_deadline_leaves_the_difference_to_now() {
