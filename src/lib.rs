@@ -14,6 +14,7 @@ pub mod dataverse;
 pub mod didomi;
 pub mod dry_run;
 pub mod handler;
+pub mod http;
 pub mod inbound;
 pub mod mapping;
 pub mod planner;

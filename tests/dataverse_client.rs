@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cpc_emulator::{Emulator, EmulatorHandle, FaultRule, Seed};
 use didomi_cpc_sync::auth::{AuthError, BoxFuture, TokenSource};
-use didomi_cpc_sync::dataverse::{DataverseClient, ErrorKind, RetryPolicy, http_client};
+use didomi_cpc_sync::dataverse::{DataverseClient, ErrorKind, RetryPolicy};
+use didomi_cpc_sync::http::http_client;
 use didomi_cpc_sync::records::{
     CONSENT_OPTED_IN, CONSENT_OPTED_OUT, CONSENT_TYPE_PURPOSE, CONSENT_TYPE_TOPIC, ConsentUpdate,
     NewConsent, NewContact, SOURCE_INTERNAL, WriteOp,

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Region};
 use cpc_emulator::{Emulator, EmulatorHandle, FaultRule, Seed};
-use didomi_cpc_sync::auth::entra::{EntraTokenProvider, http_client};
+use didomi_cpc_sync::auth::entra::EntraTokenProvider;
 use didomi_cpc_sync::auth::{AuthError, CredentialSource, StaticCredentials, TokenSource};
 use didomi_cpc_sync::config::Credentials;
+use didomi_cpc_sync::http::http_client;
 use didomi_cpc_sync::redact::SecretString;
 use didomi_cpc_sync::secrets::{DEFAULT_SECRET_TTL, SecretsManagerSource};
 use reqwest::Url;
@@ -39,7 +40,7 @@ fn credentials(emulator: &EmulatorHandle, secret: &str) -> Credentials {
 
 fn provider(emulator: &EmulatorHandle, source: Arc<dyn CredentialSource>) -> EntraTokenProvider {
     EntraTokenProvider::new(
-        http_client().unwrap(),
+        http_client(),
         Url::parse(&emulator.base_url()).unwrap(),
         source,
     )

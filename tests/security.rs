@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use didomi_cpc_sync::auth::entra::EntraTokenProvider;
 use didomi_cpc_sync::auth::{AuthError, BoxFuture, StaticCredentials, TokenSource};
 use didomi_cpc_sync::config::Credentials;
-use didomi_cpc_sync::dataverse::{DataverseClient, RetryPolicy, http_client};
+use didomi_cpc_sync::dataverse::{DataverseClient, RetryPolicy};
+use didomi_cpc_sync::http::http_client;
 use didomi_cpc_sync::records::{ConsentUpdate, SOURCE_INTERNAL, WriteOp};
 use didomi_cpc_sync::redact::SecretString;
 use reqwest::Url;
@@ -294,19 +295,10 @@ fn credentials() -> Credentials {
     }
 }
 
-/// Builds an HTTP client for the token provider.
-type MakeClient = fn() -> reqwest::Client;
-
 #[tokio::test]
 async fn entra_token_requests_go_only_to_the_configured_authority() {
-    // The production handler builds Entra's client with the Dataverse
-    // `http_client()`; `entra::http_client()` is the documented alternative.
-    let clients: [(&str, MakeClient); 2] = [
-        ("dataverse::http_client", http_client),
-        ("entra::http_client", || {
-            didomi_cpc_sync::auth::entra::http_client().unwrap()
-        }),
-    ];
+    // The production handler builds Entra's client with `http_client()`.
+    let clients = [("http_client", http_client as fn() -> reqwest::Client)];
     for (name, make) in clients {
         for status in [StatusCode::FOUND, StatusCode::TEMPORARY_REDIRECT] {
             let (foreign, foreign_log) = logging_server(helpful_answer).await;

@@ -41,17 +41,6 @@ const CODE_WRONG_RESOURCE: u64 = 500_011;
 /// Longest description kept in [`AuthError::Rejected`].
 const MAX_DESCRIPTION_CHARS: usize = 300;
 
-/// An HTTP client suitable for [`EntraTokenProvider::new`]: redirects are not
-/// followed (a redirect would carry the form, client secret included, to
-/// another host) and requests time out after [`TOKEN_REQUEST_TIMEOUT`].
-pub fn http_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(TOKEN_REQUEST_TIMEOUT)
-        .build()
-}
-
 /// Hands out Dataverse bearer tokens obtained with the client-credentials grant.
 ///
 /// Tokens are cached until [`REFRESH_MARGIN`] before they expire;
@@ -89,7 +78,7 @@ impl EntraTokenProvider {
     /// A provider asking `authority` (e.g. `https://login.microsoftonline.com`,
     /// see `AZURE_AUTHORITY_HOST`) for tokens, with credentials from `source`.
     ///
-    /// `http` must not follow redirects (see [`http_client`]); each token
+    /// `http` must not follow redirects (see [`crate::http::http_client`]); each token
     /// request gets its own [`TOKEN_REQUEST_TIMEOUT`].
     pub fn new(http: reqwest::Client, authority: Url, source: Arc<dyn CredentialSource>) -> Self {
         Self {
@@ -593,7 +582,7 @@ mod tests {
     }
 
     fn provider(server: &TokenServer, source: Arc<dyn CredentialSource>) -> EntraTokenProvider {
-        EntraTokenProvider::new(http_client().unwrap(), server.authority.clone(), source)
+        EntraTokenProvider::new(crate::http::http_client(), server.authority.clone(), source)
     }
 
     fn static_source() -> Arc<dyn CredentialSource> {
@@ -922,7 +911,8 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let authority = Url::parse(&format!("http://{}", closed.local_addr().unwrap())).unwrap();
         drop(closed);
-        let provider = EntraTokenProvider::new(http_client().unwrap(), authority, static_source());
+        let provider =
+            EntraTokenProvider::new(crate::http::http_client(), authority, static_source());
         let error = provider.bearer(false).await.unwrap_err();
         assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
         assert!(error.is_retryable());

@@ -20,7 +20,6 @@ mod tests;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::{Method, Url};
 use serde_json::Value;
@@ -45,25 +44,6 @@ pub const API_PATH: &str = "/api/data/v9.2/";
 /// Most pages followed for one query; a server that keeps sending nextLinks
 /// beyond this is looping, and an endless loop is worse than an error.
 const MAX_PAGES: usize = 1000;
-
-/// The HTTP client for Dataverse and Entra: rustls, 5 s connect timeout, no
-/// redirects (a redirect could carry the bearer token to another host), no
-/// gzip, idle connections dropped after 50 s (before Azure's load balancers
-/// silently do, which would show up as resets on a warm Lambda).
-///
-/// # Panics
-/// When the TLS backend cannot be initialised, which only a broken build can cause.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_rustls()
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("didomi-cpc-sync/", env!("CARGO_PKG_VERSION")))
-        .no_gzip()
-        .pool_idle_timeout(Duration::from_secs(50))
-        .build()
-        .expect("the rustls HTTP client must build")
-}
 
 /// Client for one Dataverse environment. Cheap to clone: clones share the
 /// connection pool and token source.

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::auth::{AuthError, BoxFuture, TokenSource};
+use crate::http::http_client;
 use crate::records::{ConsentUpdate, NewConsent};
 use crate::redact::SecretString;
 
