@@ -38,14 +38,15 @@ for _ in $(seq 50); do grep -q listening "$work/emulator.out" 2>/dev/null && bre
 grep -q listening "$work/emulator.out" || { echo "emulator did not start; see $work/emulator.log" >&2; exit 1; }
 
 # The integration document lives in the (emulated) Secrets Manager, as in production.
-python3 - "$emulator" >"$work/secret.json" <<'PY'
-import json, sys
+python3 - "$emulator" <<'PY'
+import json, sys, urllib.request
 config = json.load(open("tests/fixtures/integration-config.json"))
 config["authentication"]["client_secret"] = "local-dev-secret~not-a-real-one"
 config["authentication"]["instance"] = sys.argv[1]
-print(json.dumps(config))
+request = urllib.request.Request(f"{sys.argv[1]}/_emulator/secrets/didomi/cpc-sync",
+                                 data=json.dumps(config).encode(), method="PUT")
+urllib.request.urlopen(request).close()
 PY
-curl -fsS -X PUT --data-binary "@$work/secret.json" "${emulator}/_emulator/secrets/didomi/cpc-sync" >/dev/null
 
 cat >"$work/env" <<ENV
 SECRET_ID=didomi/cpc-sync

@@ -52,5 +52,12 @@ if grep -q 'errorType' <<<"$demo_output"; then
   echo "the demo reported an error" >&2
   exit 1
 fi
+# The function's own log of the demo holds no secret and no address.
+for forbidden in 'local-dev-secret' 'jane.doe@example.com' "o'brien+news@example.com" 'ana.garcia@example.org'; do
+  if grep -qiF -- "$forbidden" .local/demo/function.log; then
+    echo "the function logged ${forbidden}" >&2
+    exit 1
+  fi
+done
 
 step "all checks passed"
