@@ -99,10 +99,12 @@ fn missing_contact(organization_user_id: &str, settings: &ContactSettings) -> Co
             settings.match_field
         ));
     }
-    if !organization_user_id.contains('@') && settings.match_field == settings.point_field {
+    // The new contact's contact point is `organization_user_id` itself, so it
+    // must be an address; anything else would put a CRM id in an email column.
+    if !organization_user_id.contains('@') {
         return ContactPoints::Skip(format!(
-            "upsert_mode cannot create a contact for an organization_user_id that is not an email address (matching on {})",
-            settings.match_field
+            "upsert_mode creates contacts only for an organization_user_id that is an email address (it becomes {})",
+            settings.point_field
         ));
     }
     let key = format!(
@@ -216,6 +218,14 @@ mod tests {
     fn upsert_mode_does_not_invent_an_email_contact_for_a_non_email_id() {
         assert!(matches!(
             contact_points("crm-42", &[], &settings(true)),
+            ContactPoints::Skip(_)
+        ));
+        let by_external_id = ContactSettings {
+            match_field: "externaluseridentifier".into(),
+            ..settings(true)
+        };
+        assert!(matches!(
+            contact_points("crm-42", &[], &by_external_id),
             ContactPoints::Skip(_)
         ));
     }
