@@ -172,6 +172,10 @@ impl<S: ConsentStore> Handler<S> {
                         error: rejected.to_string(),
                         retryable: false,
                     },
+                    // A skip needed no write, so it stands whatever happened below.
+                    Ok(plan) if !plan.is_write() => MessageOutcome::Skipped {
+                        reason: plan.reason.clone().unwrap_or_default(),
+                    },
                     Ok(_) => MessageOutcome::Failed {
                         error: error.to_string(),
                         retryable: true,
@@ -333,24 +337,54 @@ mod tests {
         }
     }
 
-    fn handler() -> Handler<PanickingStore> {
+    /// A store whose calls never answer, like a Dataverse that hangs.
+    struct HangingStore;
+
+    impl ConsentStore for HangingStore {
+        type Error = Never;
+        async fn find_contacts(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[String],
+            _: Instant,
+        ) -> Result<Vec<Contact>, Never> {
+            std::future::pending().await
+        }
+        async fn consent_rows(&self, _: &[String], _: Instant) -> Result<Vec<ConsentRow>, Never> {
+            std::future::pending().await
+        }
+        async fn execute_writes(
+            &self,
+            _: &[WriteOp],
+            _: Instant,
+        ) -> Result<Vec<Result<(), Never>>, Never> {
+            std::future::pending().await
+        }
+    }
+
+    fn handler_with<S: ConsentStore>(store: S) -> Handler<S> {
         let document: Value =
             serde_json::from_str(include_str!("../tests/fixtures/integration-config.json"))
                 .unwrap();
         let config = IntegrationConfig::from_document(&document, false)
             .unwrap()
             .config;
-        let service = SyncService::new(
-            PanickingStore,
-            Arc::new(config),
-            Arc::new(Catalog::default()),
-        );
+        let service = SyncService::new(store, Arc::new(config), Arc::new(Catalog::default()));
         Handler::new(service, Duration::from_millis(100))
     }
 
+    fn handler() -> Handler<PanickingStore> {
+        handler_with(PanickingStore)
+    }
+
     fn event(payload: Value) -> LambdaEvent<Value> {
+        event_with_time_left(payload, Duration::from_secs(30))
+    }
+
+    fn event_with_time_left(payload: Value, left: Duration) -> LambdaEvent<Value> {
         let mut context = lambda_runtime::Context::default();
-        let deadline = SystemTime::now() + Duration::from_secs(30);
+        let deadline = SystemTime::now() + left;
         context.deadline = deadline
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -369,7 +403,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_panic_below_the_handler_fails_the_batch_back_to_the_queue_not_the_runtime() {
+    async fn a_panic_below_the_handler_fails_the_writes_back_to_the_queue_not_the_runtime() {
         let opt_in = include_str!("../events/event-created-opt-in.json");
         let anonymous = include_str!("../events/event-created-anonymous-cookie-banner.json");
         let batch = json!({"Records": [record("write", opt_in), record("skip", anonymous), record("bad", "{")]});
@@ -382,8 +416,29 @@ mod tests {
             .collect();
         assert_eq!(
             failed,
-            ["write", "skip", "bad"],
-            "every message is delivered again"
+            ["write", "bad"],
+            "the unwritten and the invalid are delivered again; the skip stands"
+        );
+    }
+
+    #[tokio::test]
+    async fn work_stops_before_the_deadline_and_reports_the_unfinished_messages() {
+        let opt_in = include_str!("../events/event-created-opt-in.json");
+        let anonymous = include_str!("../events/event-created-anonymous-cookie-banner.json");
+        let batch = json!({"Records": [record("write", opt_in), record("skip", anonymous)]});
+        let started = std::time::Instant::now();
+        let answer = handler_with(HangingStore)
+            .handle(event_with_time_left(batch, Duration::from_millis(600)))
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "stopped before the deadline: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            answer,
+            json!({"batchItemFailures": [{"itemIdentifier": "write"}]})
         );
     }
 
