@@ -15,17 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpc_emulator::{Emulator, EmulatorHandle, FaultRule, Seed};
-use didomi_cpc_sync::auth::StaticCredentials;
-use didomi_cpc_sync::auth::entra::EntraTokenProvider;
-use didomi_cpc_sync::config::IntegrationConfig;
 use didomi_cpc_sync::consent::Target;
 use didomi_cpc_sync::dataverse::DataverseClient;
-use didomi_cpc_sync::http::http_client;
 use didomi_cpc_sync::planner::Catalog;
 use didomi_cpc_sync::records::{CONSENT_OPTED_IN, Purpose, Topic};
 use didomi_cpc_sync::sync::{MessageOutcome, SyncService};
 use inprocess::{
-    RowView, config_json, dataverse_requests, demo_seed_json, event, fast_policy,
+    RowView, client_for, config_for, dataverse_requests, demo_seed_json, event, fast_policy,
     has_no_duplicates, process, seed_from, seed_with_users, service_with, table,
 };
 use serde_json::{Value, json};
@@ -164,32 +160,8 @@ fn assert_writers_failed(outcomes: &[MessageOutcome], retryable: bool) {
     assert!(is_skipped(&outcomes[NON_WRITER]), "{outcomes:?}");
 }
 
-/// The configuration document for `emulator`, edited, validated.
-fn config_for(emulator: &EmulatorHandle, edit: impl FnOnce(&mut Value)) -> IntegrationConfig {
-    let mut document = config_json(emulator);
-    edit(&mut document);
-    IntegrationConfig::from_document(&document, true)
-        .expect("the configuration is valid")
-        .config
-}
-
-/// A client built the way [`service_with`] builds it.
-fn client_for(emulator: &EmulatorHandle, config: &IntegrationConfig) -> DataverseClient {
-    let tokens = EntraTokenProvider::new(
-        http_client(),
-        emulator.base_url().parse().unwrap(),
-        Arc::new(StaticCredentials(config.credentials.clone())),
-    );
-    DataverseClient::new(
-        http_client(),
-        config.credentials.instance.clone(),
-        Arc::new(tokens),
-        fast_policy(),
-    )
-}
-
-/// The catalogue the environment holds.
-async fn read_catalog(client: &DataverseClient) -> (Vec<Purpose>, Vec<Topic>) {
+/// The purposes and topics the environment holds, to edit before use.
+async fn purposes_and_topics(client: &DataverseClient) -> (Vec<Purpose>, Vec<Topic>) {
     let deadline = Instant::now() + BUDGET;
     (
         client.purposes(deadline).await.unwrap(),
@@ -486,8 +458,8 @@ async fn only_the_message_mapped_to_a_missing_topic_fails() {
     let config = config_for(&emulator, |document| {
         add_mapping(document, &format!("topic:{GHOST_TOPIC}"), "v-ghost");
     });
-    let client = client_for(&emulator, &config);
-    let (purposes, mut topics) = read_catalog(&client).await;
+    let client = client_for(&emulator, &config, fast_policy());
+    let (purposes, mut topics) = purposes_and_topics(&client).await;
     // The catalogue believes in a topic Dataverse does not have (deleted
     // since start-up, say).
     topics.push(Topic {
@@ -569,7 +541,8 @@ async fn topic_under_an_inactive_purpose_is_written_with_a_non_fatal_warning() {
     let service = service_with(&emulator, with_legacy, fast_policy()).await;
     // Start-up would log this and go on: the problem is not fatal.
     let config = config_for(&emulator, with_legacy);
-    let (purposes, topics) = read_catalog(&client_for(&emulator, &config)).await;
+    let (purposes, topics) =
+        purposes_and_topics(&client_for(&emulator, &config, fast_policy())).await;
     let problems = Catalog::new(purposes, topics).check(&config.targets());
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(

@@ -63,6 +63,43 @@ pub fn config_json(emulator: &EmulatorHandle) -> Value {
     document
 }
 
+/// The fixture configuration for `emulator`, edited, validated.
+pub fn config_for(emulator: &EmulatorHandle, edit: impl FnOnce(&mut Value)) -> IntegrationConfig {
+    let mut document = config_json(emulator);
+    edit(&mut document);
+    IntegrationConfig::from_document(&document, true)
+        .expect("the configuration is valid")
+        .config
+}
+
+/// A Dataverse client for `emulator`, with tokens from its Entra endpoint.
+pub fn client_for(
+    emulator: &EmulatorHandle,
+    config: &IntegrationConfig,
+    policy: RetryPolicy,
+) -> DataverseClient {
+    let tokens = EntraTokenProvider::new(
+        http_client(),
+        emulator.base_url().parse().unwrap(),
+        Arc::new(StaticCredentials(config.credentials.clone())),
+    );
+    DataverseClient::new(
+        http_client(),
+        config.credentials.instance.clone(),
+        Arc::new(tokens),
+        policy,
+    )
+}
+
+/// The purposes and topics the emulator holds (this also takes a token).
+pub async fn read_catalog(client: &DataverseClient) -> Catalog {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    Catalog::new(
+        client.purposes(deadline).await.unwrap(),
+        client.topics(deadline).await.unwrap(),
+    )
+}
+
 /// A service against `emulator` with the fixture configuration (optionally
 /// edited) and the given retry policy; reads the catalogue (and so takes a
 /// token) before returning.
@@ -71,28 +108,9 @@ pub async fn service_with(
     edit: impl FnOnce(&mut Value),
     policy: RetryPolicy,
 ) -> SyncService<DataverseClient> {
-    let mut document = config_json(emulator);
-    edit(&mut document);
-    let config = IntegrationConfig::from_document(&document, true)
-        .unwrap()
-        .config;
-    let authority = emulator.base_url().parse().unwrap();
-    let tokens = EntraTokenProvider::new(
-        http_client(),
-        authority,
-        Arc::new(StaticCredentials(config.credentials.clone())),
-    );
-    let client = DataverseClient::new(
-        http_client(),
-        config.credentials.instance.clone(),
-        Arc::new(tokens),
-        policy,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let catalog = Catalog::new(
-        client.purposes(deadline).await.unwrap(),
-        client.topics(deadline).await.unwrap(),
-    );
+    let config = config_for(emulator, edit);
+    let client = client_for(emulator, &config, policy);
+    let catalog = read_catalog(&client).await;
     SyncService::new(client, Arc::new(config), Arc::new(catalog))
 }
 
