@@ -104,6 +104,19 @@ async fn fault_free_table(
     rows
 }
 
+/// The invariant every fault test ends on: the consent table equals the
+/// fault-free one and holds no duplicate row. Returns the table.
+fn assert_final_table(
+    emulator: &EmulatorHandle,
+    expected: &[RowView],
+    context: &str,
+) -> Vec<RowView> {
+    let rows = table(emulator);
+    assert!(has_no_duplicates(&rows), "{context}: {rows:#?}");
+    assert_eq!(rows, expected, "{context}");
+    rows
+}
+
 /// The HTTP statuses of the `$batch` requests the emulator saw (`None`: dropped).
 fn batch_statuses(emulator: &EmulatorHandle) -> Vec<Option<u16>> {
     emulator
@@ -200,9 +213,7 @@ async fn three_429s_on_batch_wait_retry_after_and_the_batch_succeeds() {
         elapsed >= Duration::from_secs(3),
         "three Retry-After: 1 waits were honoured: {elapsed:?}"
     );
-    let rows = table(&emulator);
-    assert!(has_no_duplicates(&rows), "{rows:#?}");
-    assert_eq!(rows, expected);
+    assert_final_table(&emulator, &expected, "final table");
     emulator.shutdown().await;
 }
 
@@ -246,9 +257,7 @@ async fn two_server_errors_then_success(status: u16) {
         vec![Some(status), Some(status), Some(200)],
         "HTTP {status} is retried with backoff"
     );
-    let rows = table(&emulator);
-    assert!(has_no_duplicates(&rows), "{rows:#?}");
-    assert_eq!(rows, expected, "HTTP {status}");
+    assert_final_table(&emulator, &expected, &format!("HTTP {status}"));
     emulator.shutdown().await;
 }
 
@@ -298,9 +307,7 @@ async fn consent_query_slower_than_the_budget_fails_retryably_within_the_budget(
     emulator.set_faults(vec![]);
     let outcomes = process(&service, &webhooks, BUDGET).await;
     assert_standard_success(&outcomes);
-    let rows = table(&emulator);
-    assert!(has_no_duplicates(&rows), "{rows:#?}");
-    assert_eq!(rows, expected);
+    assert_final_table(&emulator, &expected, "final table");
     emulator.shutdown().await;
 }
 
@@ -336,9 +343,7 @@ async fn batch_answer_lost_after_the_writes_is_replayed_without_duplicates() {
         assert!(error.contains("412"), "{error}");
     }
     assert!(is_skipped(&outcomes[NON_WRITER]), "{outcomes:?}");
-    let rows = table(&emulator);
-    assert!(has_no_duplicates(&rows), "{rows:#?}");
-    assert_eq!(rows, expected, "the first $batch was applied once");
+    assert_final_table(&emulator, &expected, "the first $batch was applied once");
 
     // The redelivery finds its own rows and replays them.
     emulator.set_faults(vec![]);
@@ -355,9 +360,7 @@ async fn batch_answer_lost_after_the_writes_is_replayed_without_duplicates() {
         assert_eq!(*created, 0, "message {index}: {outcomes:?}");
         assert!(*replayed > 0, "message {index}: {outcomes:?}");
     }
-    let rows = table(&emulator);
-    assert!(has_no_duplicates(&rows), "{rows:#?}");
-    assert_eq!(rows, expected);
+    assert_final_table(&emulator, &expected, "final table");
     emulator.shutdown().await;
 }
 
@@ -375,9 +378,7 @@ async fn token_expiring_at_the_batch_is_refreshed_once_and_the_batch_succeeds() 
     assert_standard_success(&outcomes);
     assert_eq!(batch_statuses(&emulator), vec![Some(401), Some(200)]);
     assert_eq!(token_requests(&emulator), vec![Some(200)], "one refresh");
-    let rows = table(&emulator);
-    assert!(has_no_duplicates(&rows), "{rows:#?}");
-    assert_eq!(rows, expected);
+    assert_final_table(&emulator, &expected, "final table");
     emulator.shutdown().await;
 }
 
@@ -411,9 +412,7 @@ async fn token_endpoint_down_fails_the_writers_retryably_until_it_is_back() {
     emulator.set_faults(vec![]);
     let outcomes = process(&service, &webhooks, BUDGET).await;
     assert_standard_success(&outcomes);
-    let rows = table(&emulator);
-    assert!(has_no_duplicates(&rows), "{rows:#?}");
-    assert_eq!(rows, expected);
+    assert_final_table(&emulator, &expected, "final table");
     emulator.shutdown().await;
 }
 
@@ -741,8 +740,6 @@ async fn five_thousand_preference_values_in_one_webhook_are_written_within_budge
         matches!(outcomes[0], MessageOutcome::Written { created: 4, .. }),
         "{outcomes:?}"
     );
-    let rows = table(&emulator);
-    assert!(has_no_duplicates(&rows), "{rows:#?}");
-    assert_eq!(rows, expected);
+    assert_final_table(&emulator, &expected, "final table");
     emulator.shutdown().await;
 }
