@@ -144,19 +144,14 @@ impl IntegrationConfig {
                 false
             }
         };
-        let properties =
+        let (properties, mut rules) =
             properties::parse_properties(root.get("properties"), &mut errors, &mut warnings);
-        let mappings = parse_mappings(root.get("mappings"), &mut errors);
+        rules.mappings = parse_mappings(root.get("mappings"), &mut errors);
         match credentials {
             Some(credentials) if errors.is_empty() => Ok(LoadedConfig {
                 config: IntegrationConfig {
                     credentials,
-                    rules: MappingRules {
-                        mappings,
-                        regulations: properties.regulations.clone(),
-                        webhook_types: properties.webhook_types.clone(),
-                        value_owners: properties.value_preferences.clone(),
-                    },
+                    rules,
                     upsert_mode,
                     properties,
                 },

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::errors::ConfigError;
 use crate::didomi::WebhookKind;
-use crate::mapping::ValueOwners;
+use crate::mapping::{MappingRules, ValueOwners};
 use crate::records::{SOURCE_INTERNAL, SOURCE_OPTIONS};
 
 /// Default for `properties.regulations`.
@@ -18,36 +18,39 @@ pub const DEFAULT_WEBHOOK_TYPES: [&str; 2] = ["event.created", "event.updated"];
 /// Default for `properties.contact_match_field` and `properties.contact_point_field`.
 pub const DEFAULT_EMAIL_FIELD: &str = "emailaddress1";
 
-/// The validated `properties`.
+/// The validated `properties` that govern writes. Those that filter and map
+/// webhooks (`regulations`, `webhook_types`, `value_preferences`) live in
+/// [`MappingRules`], the one place the mapping stage reads them from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Properties {
-    /// Regulations whose events are written (lower case).
-    pub regulations: Vec<String>,
-    /// Webhook types that may lead to writes.
-    pub webhook_types: BTreeSet<WebhookKind>,
     /// Contact column matched against `organization_user_id`.
     pub contact_match_field: String,
     /// Contact column holding the address that consent rows are written for.
     pub contact_point_field: String,
     /// `msdynmkt_source` written on every row.
     pub consent_source: i32,
-    /// Owning preference of bare value ids, so a bare `topic:` selector can opt out.
-    pub value_preferences: ValueOwners,
 }
 
 impl Default for Properties {
     fn default() -> Self {
         Self {
-            regulations: DEFAULT_REGULATIONS.iter().map(|r| r.to_string()).collect(),
-            webhook_types: DEFAULT_WEBHOOK_TYPES
-                .iter()
-                .map(|t| WebhookKind::parse(t))
-                .collect(),
             contact_match_field: DEFAULT_EMAIL_FIELD.into(),
             contact_point_field: DEFAULT_EMAIL_FIELD.into(),
             consent_source: SOURCE_INTERNAL,
-            value_preferences: ValueOwners::new(),
         }
+    }
+}
+
+/// Mapping rules with the documented default filters and no mappings yet.
+fn default_rules() -> MappingRules {
+    MappingRules {
+        mappings: Vec::new(),
+        regulations: DEFAULT_REGULATIONS.iter().map(|r| r.to_string()).collect(),
+        webhook_types: DEFAULT_WEBHOOK_TYPES
+            .iter()
+            .map(|t| WebhookKind::parse(t))
+            .collect(),
+        value_owners: ValueOwners::new(),
     }
 }
 
@@ -60,22 +63,25 @@ const KNOWN_KEYS: [&str; 6] = [
     "value_preferences",
 ];
 
-/// Reads `properties`, pushing problems into `errors` and unknown keys into `warnings`.
+/// Reads `properties`, pushing problems into `errors` and unknown keys into
+/// `warnings`. Returns the write settings and the mapping rules' filters
+/// (with no mappings: the caller adds them).
 pub(super) fn parse_properties(
     raw: Option<&Value>,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
-) -> Properties {
+) -> (Properties, MappingRules) {
     let mut properties = Properties::default();
+    let mut rules = default_rules();
     let object = match raw {
-        None | Some(Value::Null) => return properties,
+        None | Some(Value::Null) => return (properties, rules),
         Some(Value::Object(object)) => object,
         Some(_) => {
             errors.push(ConfigError::new(
                 "properties",
                 "must be a JSON object (or left out)",
             ));
-            return properties;
+            return (properties, rules);
         }
     };
     for key in object
@@ -94,7 +100,7 @@ pub(super) fn parse_properties(
                 "must list at least one regulation, e.g. [\"gdpr\"]",
             ));
         } else {
-            properties.regulations = list.iter().map(|r| r.trim().to_lowercase()).collect();
+            rules.regulations = list.iter().map(|r| r.trim().to_lowercase()).collect();
         }
     }
     if let Some(list) = string_list(object, "webhook_types", errors) {
@@ -113,7 +119,7 @@ pub(super) fn parse_properties(
                 }
             }
         }
-        properties.webhook_types = kinds;
+        rules.webhook_types = kinds;
     }
     for (key, slot) in [
         ("contact_match_field", &mut properties.contact_match_field),
@@ -148,7 +154,7 @@ pub(super) fn parse_properties(
             for (value, preference) in map {
                 match preference.as_str().filter(|p| !p.trim().is_empty()) {
                     Some(preference) => {
-                        properties.value_preferences.insert(value.clone(), preference.to_string());
+                        rules.value_owners.insert(value.clone(), preference.to_string());
                     }
                     None => errors.push(ConfigError::new(
                         format!("properties.value_preferences.{value}"),
@@ -162,7 +168,7 @@ pub(super) fn parse_properties(
             "must be an object of preference value id → preference id",
         )),
     }
-    properties
+    (properties, rules)
 }
 
 /// Dataverse logical names: they are spliced into OData queries, so only the

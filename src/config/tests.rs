@@ -57,10 +57,10 @@ fn valid_document_loads_with_documented_defaults() {
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     assert_eq!(config.rules.mappings.len(), 2);
     assert!(!config.upsert_mode);
-    assert_eq!(config.properties.regulations, ["gdpr"]);
+    assert_eq!(config.rules.regulations, ["gdpr"]);
     assert_eq!(
         config
-            .properties
+            .rules
             .webhook_types
             .iter()
             .map(WebhookKind::as_str)
