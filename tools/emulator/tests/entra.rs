@@ -4,14 +4,33 @@ mod common;
 use common::*;
 use serde_json::Value;
 
+/// A client-credentials token request with the seeded app's valid form
+/// (`client_id`, `client_secret`, `scope = <base>/.default`, `grant_type`),
+/// each field replaced by the one in `overrides` with the same name.
 async fn token_call(
     env_base: &str,
     tenant: &str,
-    fields: &[(&str, &str)],
+    overrides: &[(&str, &str)],
 ) -> (u16, Value, reqwest::header::HeaderMap) {
+    let default_scope = format!("{env_base}/.default");
+    let fields: Vec<(&str, &str)> = [
+        ("client_id", CLIENT_ID),
+        ("client_secret", SECRET),
+        ("scope", default_scope.as_str()),
+        ("grant_type", "client_credentials"),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        let value = overrides
+            .iter()
+            .find(|(wanted, _)| *wanted == name)
+            .map_or(value, |(_, replacement)| *replacement);
+        (name, value)
+    })
+    .collect();
     let r = reqwest::Client::new()
         .post(format!("{env_base}/{tenant}/oauth2/v2.0/token"))
-        .form(fields)
+        .form(&fields)
         .send()
         .await
         .unwrap();
@@ -24,18 +43,7 @@ async fn token_call(
 async fn token_success_has_entra_shape_and_no_store() {
     let env = Env::start().await;
     let base = env.emu.base_url();
-    let scope = format!("{base}/.default");
-    let (s, v, h) = token_call(
-        &base,
-        TENANT,
-        &[
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-            ("scope", &scope),
-            ("grant_type", "client_credentials"),
-        ],
-    )
-    .await;
+    let (s, v, h) = token_call(&base, TENANT, &[]).await;
     assert_eq!(s, 200);
     assert_eq!(v["token_type"], "Bearer");
     assert_eq!(v["expires_in"], 3599);
@@ -48,18 +56,7 @@ async fn token_success_has_entra_shape_and_no_store() {
 async fn token_bad_secret_is_401_invalid_client_7000215() {
     let env = Env::start().await;
     let base = env.emu.base_url();
-    let scope = format!("{base}/.default");
-    let (s, v, _) = token_call(
-        &base,
-        TENANT,
-        &[
-            ("client_id", CLIENT_ID),
-            ("client_secret", "nope"),
-            ("scope", &scope),
-            ("grant_type", "client_credentials"),
-        ],
-    )
-    .await;
+    let (s, v, _) = token_call(&base, TENANT, &[("client_secret", "nope")]).await;
     assert_eq!(s, 401);
     assert_eq!(v["error"], "invalid_client");
     assert_eq!(v["error_codes"][0], 7000215);
@@ -78,18 +75,7 @@ async fn token_bad_secret_is_401_invalid_client_7000215() {
 async fn token_unknown_tenant_is_400_invalid_request_90002() {
     let env = Env::start().await;
     let base = env.emu.base_url();
-    let scope = format!("{base}/.default");
-    let (s, v, _) = token_call(
-        &base,
-        "12345678-1234-1234-1234-123456789012",
-        &[
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-            ("scope", &scope),
-            ("grant_type", "client_credentials"),
-        ],
-    )
-    .await;
+    let (s, v, _) = token_call(&base, "12345678-1234-1234-1234-123456789012", &[]).await;
     assert_eq!(s, 400);
     assert_eq!(v["error"], "invalid_request");
     assert_eq!(v["error_codes"][0], 90002);
@@ -102,12 +88,7 @@ async fn token_wrong_scope_is_400_invalid_resource_500011() {
     let (s, v, _) = token_call(
         &base,
         TENANT,
-        &[
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-            ("scope", "https://contoso.crm4.dynamics.com/.default"),
-            ("grant_type", "client_credentials"),
-        ],
+        &[("scope", "https://contoso.crm4.dynamics.com/.default")],
     )
     .await;
     assert_eq!(s, 400);
@@ -120,17 +101,7 @@ async fn token_scope_accepts_localhost_and_trailing_slash() {
     let env = Env::start().await;
     let base = env.emu.base_url();
     let scope = format!("{}//.default", base.replace("127.0.0.1", "localhost"));
-    let (s, _, _) = token_call(
-        &base,
-        TENANT,
-        &[
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-            ("scope", &scope),
-            ("grant_type", "client_credentials"),
-        ],
-    )
-    .await;
+    let (s, _, _) = token_call(&base, TENANT, &[("scope", &scope)]).await;
     assert_eq!(s, 200);
 }
 
@@ -138,16 +109,10 @@ async fn token_scope_accepts_localhost_and_trailing_slash() {
 async fn token_unknown_client_is_unauthorized_client_700016() {
     let env = Env::start().await;
     let base = env.emu.base_url();
-    let scope = format!("{base}/.default");
     let (s, v, _) = token_call(
         &base,
         TENANT,
-        &[
-            ("client_id", "00000000-0000-0000-0000-000000000009"),
-            ("client_secret", SECRET),
-            ("scope", &scope),
-            ("grant_type", "client_credentials"),
-        ],
+        &[("client_id", "00000000-0000-0000-0000-000000000009")],
     )
     .await;
     assert_eq!(s, 400);
@@ -159,18 +124,7 @@ async fn token_unknown_client_is_unauthorized_client_700016() {
 async fn token_other_grant_type_is_unsupported() {
     let env = Env::start().await;
     let base = env.emu.base_url();
-    let scope = format!("{base}/.default");
-    let (s, v, _) = token_call(
-        &base,
-        TENANT,
-        &[
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-            ("scope", &scope),
-            ("grant_type", "password"),
-        ],
-    )
-    .await;
+    let (s, v, _) = token_call(&base, TENANT, &[("grant_type", "password")]).await;
     assert_eq!(s, 400);
     assert_eq!(v["error"], "unsupported_grant_type");
 }
