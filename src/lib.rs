@@ -1,25 +1,43 @@
 //! Didomi → Dynamics 365 Customer Insights – Journeys consent sync.
 //!
 //! Didomi posts a webhook whenever an end user changes a preference; this
-//! crate maps it to Contact Point Consent decisions (pure code: [`didomi`],
-//! [`mapping`], [`consent`]) and writes them to Dataverse through narrow
-//! adapters. `main.rs` (the Lambda `bootstrap`) and `bin/cpc-sync.rs` (the
-//! operator CLI) only wire these parts together.
+//! crate turns it into Contact Point Consent decisions and writes them to
+//! Dataverse, so the rows always hold what the person last chose.
+//!
+//! # Layout
+//!
+//! Arrows point from a folder to what it may use; nothing points back up.
+//!
+//! ```text
+//! main.rs, bin/ ──▶ lambda/, cli/ ──▶ service/ ──▶ domain/
+//!                        │                ▲
+//!                        └──▶ adapters/ ──┘ (adapters implement service's ports)
+//! ```
+//!
+//! - [`domain`]: the product's rules as pure, synchronous code with no I/O:
+//!   Didomi's webhook types, the mapping of selectors to decisions, the
+//!   Contact Point Consent records, and the write planner (markers, ordering,
+//!   replays). Everything here is unit-tested without a network.
+//! - [`service`]: the batch service that applies plans to Dataverse, and the
+//!   narrow port ([`service::ConsentStore`]) it writes through.
+//! - [`adapters`]: the outside world behind that port and behind small
+//!   traits: the Dataverse Web API client, Microsoft Entra tokens, AWS Secrets
+//!   Manager, and the one HTTP client they share.
+//! - [`lambda`]: the AWS Lambda surface: the event shapes it accepts, the
+//!   handler and its responses, and start-up (the init phase).
+//! - [`cli`]: the operator commands of `cpc-sync`.
+//! - [`config`]: the integration document, the environment and their
+//!   validation; [`redact`] and [`telemetry`]: log hygiene and log set-up,
+//!   used everywhere.
+//!
+//! `main.rs` (the Lambda `bootstrap`) and `bin/cpc-sync.rs` only wire these
+//! parts together.
 
-pub mod app;
-pub mod auth;
+pub mod adapters;
+pub mod cli;
 pub mod config;
-pub mod consent;
-pub mod dataverse;
-pub mod didomi;
-pub mod dry_run;
-pub mod handler;
-pub mod http;
-pub mod inbound;
-pub mod mapping;
-pub mod planner;
-pub mod records;
+pub mod domain;
+pub mod lambda;
 pub mod redact;
-pub mod secrets;
-pub mod sync;
+pub mod service;
 pub mod telemetry;

@@ -4,18 +4,19 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
-use didomi_cpc_sync::{app, telemetry};
+use didomi_cpc_sync::lambda::startup;
+use didomi_cpc_sync::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
-    let handler = match app::build_handler().await {
+    let handler = match startup::build_handler().await {
         Ok(handler) => handler,
         Err(error) => {
             // Failing the init phase makes Lambda report it and retry the init
             // on the next invocation; the queued webhooks wait in SQS.
             tracing::error!(error = %error, kind = error.kind(), "cannot start");
-            app::report_init_error(&error).await;
+            startup::report_init_error(&error).await;
             return Err(error.into());
         }
     };

@@ -4,8 +4,8 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use didomi_cpc_sync::cli::plan::plan_invocation;
 use didomi_cpc_sync::config::{Environment, IntegrationConfig};
-use didomi_cpc_sync::dry_run::plan_invocation;
 
 const USAGE: &str = "\
 usage:

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use reqwest::Url;
 use serde_json::{Map, Value};
 
-use crate::consent::{Target, parse_hyphenated_guid};
-use crate::mapping::{Mapping, MappingRules, Selector};
+use crate::domain::decision::{Target, parse_hyphenated_guid};
+use crate::domain::mapping::{Mapping, MappingRules, Selector};
 use crate::redact::SecretString;
 
 pub use endpoints::{

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::errors::ConfigError;
-use crate::didomi::WebhookKind;
-use crate::mapping::{MappingRules, ValueOwners};
-use crate::records::{SOURCE_INTERNAL, SOURCE_OPTIONS};
+use crate::domain::cpc::{SOURCE_INTERNAL, SOURCE_OPTIONS};
+use crate::domain::didomi::WebhookKind;
+use crate::domain::mapping::{MappingRules, ValueOwners};
 
 /// Default for `properties.regulations`.
 pub const DEFAULT_REGULATIONS: [&str; 1] = ["gdpr"];

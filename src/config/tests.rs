@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::didomi::WebhookKind;
+use crate::domain::didomi::WebhookKind;
 
 fn document() -> Value {
     json!({

@@ -1,0 +1,54 @@
+//! [`ConsentStore`] over the Dataverse Web API client.
+
+use tokio::time::Instant;
+
+use crate::adapters::dataverse::{DataverseClient, DataverseError, ErrorKind};
+use crate::domain::cpc::{ConsentRow, Contact, WriteOp};
+use crate::service::{ConsentStore, StoreError};
+
+impl StoreError for DataverseError {
+    fn is_retryable(&self) -> bool {
+        DataverseError::is_retryable(self)
+    }
+
+    fn is_already_exists(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Http {
+                status: 412,
+                create_only: true,
+                ..
+            }
+        )
+    }
+}
+
+impl ConsentStore for DataverseClient {
+    type Error = DataverseError;
+
+    async fn find_contacts(
+        &self,
+        match_field: &str,
+        point_field: &str,
+        values: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<Contact>, DataverseError> {
+        DataverseClient::find_contacts(self, match_field, point_field, values, deadline).await
+    }
+
+    async fn consent_rows(
+        &self,
+        contact_points: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<ConsentRow>, DataverseError> {
+        DataverseClient::consent_rows(self, contact_points, deadline).await
+    }
+
+    async fn execute_writes(
+        &self,
+        ops: &[WriteOp],
+        deadline: Instant,
+    ) -> Result<Vec<Result<(), DataverseError>>, DataverseError> {
+        DataverseClient::execute_writes(self, ops, deadline).await
+    }
+}

@@ -1,0 +1,977 @@
+//! Microsoft Entra client-credentials token provider.
+//!
+//! [`EntraTokenProvider`] asks the token endpoint
+//! `POST {authority}/{tenant_id}/oauth2/v2.0/token` for an app-only token with
+//! `scope = <instance>/.default` (reference `dataverse-consent.md` §5, §8.1),
+//! caches it until shortly before it expires and lets concurrent callers share
+//! one refresh. Errors are classified by the OAuth `error` field and the
+//! `AADSTS` numbers in `error_codes`, never by the description text, as
+//! Microsoft asks. Neither the client secret nor the token is ever logged or
+//! put into an error; log lines name the tenant and the client id at most.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{AuthError, BoxFuture, CredentialSource, TokenSource};
+use crate::config::Credentials;
+use crate::redact::SecretString;
+
+/// How long one token request may take before it counts as
+/// [`AuthError::Unavailable`].
+pub const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cached token is replaced this long before it expires (or at half its
+/// lifetime, for lifetimes shorter than twice this margin), so a token handed
+/// out is still valid for the Dataverse requests that follow.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Entra error numbers (`error_codes`) this provider reacts to.
+const CODE_INVALID_SECRET: u64 = 7_000_215;
+const CODE_EXPIRED_SECRET: u64 = 7_000_222;
+const CODE_UNKNOWN_TENANT: u64 = 90_002;
+const CODE_UNKNOWN_CLIENT: u64 = 700_016;
+const CODE_WRONG_RESOURCE: u64 = 500_011;
+
+/// Longest description kept in [`AuthError::Rejected`].
+const MAX_DESCRIPTION_CHARS: usize = 300;
+
+/// Hands out Dataverse bearer tokens obtained with the client-credentials grant.
+///
+/// Tokens are cached until [`REFRESH_MARGIN`] before they expire;
+/// `bearer(true)` discards the cached token. Concurrent callers that find no
+/// valid token wait for one shared token request instead of each sending
+/// their own. When Entra rejects the client secret (`invalid_client`,
+/// AADSTS7000215/7000222) the credentials are re-read once with
+/// `force_refresh` (the secret may just have been rotated) and the request
+/// repeated once with them.
+pub struct EntraTokenProvider {
+    http: reqwest::Client,
+    authority: Url,
+    source: Arc<dyn CredentialSource>,
+    request_timeout: Duration,
+    /// The current token; read without waiting for a refresh in progress.
+    cache: Mutex<Option<CachedToken>>,
+    /// Held for the whole of a refresh so that only one runs at a time; the
+    /// value counts the refreshes (the generation of the cached token).
+    refresh: tokio::sync::Mutex<u64>,
+}
+
+struct CachedToken {
+    token: SecretString,
+    refresh_at: Instant,
+    generation: u64,
+}
+
+/// A token as obtained from Entra.
+struct IssuedToken {
+    token: SecretString,
+    lifetime: Duration,
+}
+
+impl EntraTokenProvider {
+    /// A provider asking `authority` (e.g. `https://login.microsoftonline.com`,
+    /// see `AZURE_AUTHORITY_HOST`) for tokens, with credentials from `source`.
+    ///
+    /// `http` must not follow redirects (see [`crate::adapters::http::http_client`]); each token
+    /// request gets its own [`TOKEN_REQUEST_TIMEOUT`].
+    pub fn new(http: reqwest::Client, authority: Url, source: Arc<dyn CredentialSource>) -> Self {
+        Self {
+            http,
+            authority,
+            source,
+            request_timeout: TOKEN_REQUEST_TIMEOUT,
+            cache: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    /// Replaces [`TOKEN_REQUEST_TIMEOUT`] (tests, slow local emulators).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    async fn bearer_inner(&self, force_refresh: bool) -> Result<SecretString, AuthError> {
+        let seen_generation = {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            match cache.as_ref() {
+                Some(cached) if !force_refresh && Instant::now() < cached.refresh_at => {
+                    return Ok(cached.token.clone());
+                }
+                Some(cached) => Some(cached.generation),
+                None => None,
+            }
+        };
+        let mut generation = self.refresh.lock().await;
+        {
+            // Someone else may have refreshed while this caller waited: use
+            // their token, unless it is the very token the caller wants replaced.
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(cached) = cache.as_ref() {
+                let newer = Some(cached.generation) != seen_generation;
+                if Instant::now() < cached.refresh_at && (newer || !force_refresh) {
+                    return Ok(cached.token.clone());
+                }
+            }
+            *cache = None;
+        }
+        let requested_at = Instant::now();
+        let issued = self.obtain().await?;
+        *generation += 1;
+        let token = issued.token.clone();
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(CachedToken {
+            token: issued.token,
+            refresh_at: requested_at + refresh_after(issued.lifetime),
+            generation: *generation,
+        });
+        Ok(token)
+    }
+
+    /// One token, re-reading the credentials once if Entra rejects the secret.
+    async fn obtain(&self) -> Result<IssuedToken, AuthError> {
+        let credentials = self.source.credentials(false).await?;
+        match self.request(&credentials).await {
+            Err(AuthError::InvalidClient { code, client_id }) => {
+                tracing::warn!(
+                    tenant_id = %credentials.tenant_id,
+                    client_id = %credentials.client_id,
+                    code = %code,
+                    "Entra rejected the client secret; re-reading the credentials once in case the secret was rotated"
+                );
+                let reread = self.source.credentials(true).await?;
+                if reread == credentials {
+                    tracing::warn!(
+                        tenant_id = %credentials.tenant_id,
+                        client_id = %credentials.client_id,
+                        "the re-read credentials are unchanged; not asking Entra again"
+                    );
+                    return Err(AuthError::InvalidClient { code, client_id });
+                }
+                self.request(&reread).await
+            }
+            other => other,
+        }
+    }
+
+    /// One token request.
+    async fn request(&self, credentials: &Credentials) -> Result<IssuedToken, AuthError> {
+        let url = self.token_url(&credentials.tenant_id)?;
+        let scope = credentials.scope();
+        let form = [
+            ("client_id", credentials.client_id.as_str()),
+            ("client_secret", credentials.client_secret.expose()),
+            ("scope", scope.as_str()),
+            ("grant_type", "client_credentials"),
+        ];
+        let response = self
+            .http
+            .post(url)
+            .timeout(self.request_timeout)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|err| self.transport_error(&err))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| self.transport_error(&err))?;
+        if status.is_success() {
+            let issued = parse_token(status, &body)?;
+            tracing::info!(
+                tenant_id = %credentials.tenant_id,
+                client_id = %credentials.client_id,
+                expires_in_s = issued.lifetime.as_secs(),
+                "obtained an Entra access token"
+            );
+            Ok(issued)
+        } else {
+            let error = classify_error(status, &body, credentials, &self.host());
+            tracing::warn!(
+                tenant_id = %credentials.tenant_id,
+                client_id = %credentials.client_id,
+                status = status.as_u16(),
+                error = %error,
+                "the Entra token request failed"
+            );
+            Err(error)
+        }
+    }
+
+    /// `{authority}/{tenant}/oauth2/v2.0/token`, the tenant percent-encoded.
+    fn token_url(&self, tenant_id: &str) -> Result<Url, AuthError> {
+        let mut url = self.authority.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        url.path_segments_mut()
+            .map_err(|()| AuthError::Credentials {
+                message: format!(
+                    "the Entra authority `{}` cannot carry a path; set AZURE_AUTHORITY_HOST to an https origin",
+                    self.authority
+                ),
+                retryable: false,
+            })?
+            .pop_if_empty()
+            .extend([tenant_id, "oauth2", "v2.0", "token"]);
+        Ok(url)
+    }
+
+    fn host(&self) -> String {
+        match (self.authority.host_str(), self.authority.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => self.authority.to_string(),
+        }
+    }
+
+    /// A failure to get any answer: retryable.
+    fn transport_error(&self, err: &reqwest::Error) -> AuthError {
+        let what = if err.is_timeout() {
+            format!("no answer within {} s", self.request_timeout.as_secs_f32())
+        } else if err.is_connect() {
+            "could not connect".to_string()
+        } else if err.is_body() || err.is_decode() {
+            "the answer was cut off".to_string()
+        } else {
+            "the request failed".to_string()
+        };
+        // `without_url`: the URL holds no secret, but the chain reads better
+        // without it; the host is named once instead.
+        let mut detail = String::new();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        AuthError::Unavailable(format!("{what} ({}{detail})", self.host()))
+    }
+}
+
+impl fmt::Debug for EntraTokenProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntraTokenProvider")
+            .field("authority", &self.authority.as_str())
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSource for EntraTokenProvider {
+    fn bearer(&self, force_refresh: bool) -> BoxFuture<'_, Result<SecretString, AuthError>> {
+        Box::pin(self.bearer_inner(force_refresh))
+    }
+}
+
+/// How long after it was requested a token of `lifetime` should be replaced:
+/// [`REFRESH_MARGIN`] before it expires, or at half its lifetime when that is
+/// shorter than twice the margin.
+pub fn refresh_after(lifetime: Duration) -> Duration {
+    if lifetime >= REFRESH_MARGIN * 2 {
+        lifetime - REFRESH_MARGIN
+    } else {
+        lifetime / 2
+    }
+}
+
+/// The success body: `{"token_type":"Bearer","expires_in":3599,"access_token":"…"}`.
+/// Deliberately not `Debug`: it holds the token.
+#[derive(Deserialize)]
+struct TokenBody {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<Value>,
+}
+
+fn parse_token(status: StatusCode, body: &[u8]) -> Result<IssuedToken, AuthError> {
+    let invalid = |description: &str| AuthError::Rejected {
+        status: status.as_u16(),
+        error: "invalid_token_response".to_string(),
+        description: description.to_string(),
+    };
+    let parsed: TokenBody = serde_json::from_slice(body)
+        .map_err(|_| invalid("the token endpoint's answer is not a JSON token response"))?;
+    let token = parsed
+        .access_token
+        .filter(|token| !token.trim().is_empty())
+        .ok_or_else(|| invalid("the answer has no access_token"))?;
+    if let Some(kind) = &parsed.token_type
+        && !kind.eq_ignore_ascii_case("bearer")
+    {
+        return Err(invalid("the answer's token_type is not Bearer"));
+    }
+    let lifetime = match &parsed.expires_in {
+        Some(Value::Number(number)) => number
+            .as_u64()
+            .or_else(|| number.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Some(Value::String(text)) => text.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| invalid("the answer has no numeric expires_in"))?;
+    Ok(IssuedToken {
+        token: SecretString::new(token),
+        lifetime: Duration::from_secs(lifetime),
+    })
+}
+
+/// The error body: `{"error":"invalid_client","error_description":"AADSTS7000215: …","error_codes":[7000215],…}`.
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+    #[serde(default)]
+    error_codes: Option<Vec<u64>>,
+}
+
+fn classify_error(
+    status: StatusCode,
+    body: &[u8],
+    credentials: &Credentials,
+    host: &str,
+) -> AuthError {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let error = parsed.error.unwrap_or_default();
+    let codes = parsed.error_codes.unwrap_or_default();
+    let has = |code: u64| codes.contains(&code);
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        let mut detail = format!("HTTP {} from {host}", status.as_u16());
+        if !error.is_empty() {
+            detail.push_str(&format!(", {error}"));
+        }
+        if let Some(code) = codes.first() {
+            detail.push_str(&format!(" AADSTS{code}"));
+        }
+        return AuthError::Unavailable(detail);
+    }
+    if has(CODE_INVALID_SECRET) || has(CODE_EXPIRED_SECRET) || error == "invalid_client" {
+        let code = codes
+            .iter()
+            .find(|code| [CODE_INVALID_SECRET, CODE_EXPIRED_SECRET].contains(code))
+            .or(codes.first())
+            .map(|code| format!("AADSTS{code}"))
+            .unwrap_or_else(|| "invalid_client".to_string());
+        return AuthError::InvalidClient {
+            code,
+            client_id: credentials.client_id.clone(),
+        };
+    }
+    if has(CODE_UNKNOWN_TENANT) {
+        return AuthError::UnknownTenant {
+            tenant_id: credentials.tenant_id.clone(),
+        };
+    }
+    if has(CODE_UNKNOWN_CLIENT) {
+        return AuthError::UnknownClient {
+            client_id: credentials.client_id.clone(),
+        };
+    }
+    if has(CODE_WRONG_RESOURCE) {
+        return AuthError::WrongResource {
+            scope: credentials.scope(),
+        };
+    }
+    let description = parsed
+        .error_description
+        .as_deref()
+        .map(|text| first_line(text, credentials.client_secret.expose()))
+        .unwrap_or_else(|| {
+            if status.is_redirection() {
+                "the token endpoint answered with a redirect, which is not followed".to_string()
+            } else {
+                "no OAuth error description".to_string()
+            }
+        });
+    AuthError::Rejected {
+        status: status.as_u16(),
+        error: if error.is_empty() {
+            "(none)".to_string()
+        } else {
+            error
+        },
+        description,
+    }
+}
+
+/// The first line of an `error_description` (the rest carries trace and
+/// correlation ids), shortened, with the secret masked should Entra ever echo it.
+fn first_line(description: &str, secret: &str) -> String {
+    let line = description.lines().next().unwrap_or_default().trim();
+    let mut line: String = line.chars().take(MAX_DESCRIPTION_CHARS).collect();
+    if !secret.trim().is_empty() && line.contains(secret) {
+        line = line.replace(secret, "***");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use axum::Router;
+    use axum::extract::{Path, State};
+    use axum::http::{StatusCode, header};
+    use axum::routing::post;
+
+    use super::*;
+    use crate::adapters::entra::StaticCredentials;
+
+    const TENANT: &str = "72f988bf-0000-0000-0000-000000000001";
+    const CLIENT: &str = "535fb089-9ff3-47b6-9bfb-4f1264799865";
+    const SECRET: &str = "first-s3cret-VALUE";
+    const ROTATED: &str = "rotated-s3cret-VALUE";
+    const TOKEN: &str = "eyJ0eXAiOiJKV1Qi.test-access-token";
+
+    type Responder = Arc<dyn Fn(usize, &HashMap<String, String>) -> (u16, String) + Send + Sync>;
+    type Log = Arc<Mutex<Vec<HashMap<String, String>>>>;
+    type ServerState = (Log, Responder, Duration);
+
+    /// A token endpoint on a loopback port that records every request.
+    struct TokenServer {
+        authority: Url,
+        requests: Log,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for TokenServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl TokenServer {
+        async fn start(delay: Duration, respond: Responder) -> Self {
+            let requests: Log = Arc::default();
+            let state = (requests.clone(), respond, delay);
+            let app = Router::new()
+                .route(
+                    "/{tenant}/oauth2/v2.0/token",
+                    post(
+                        |State((requests, respond, delay)): State<ServerState>,
+                         Path(tenant): Path<String>,
+                         body: String| async move {
+                            let mut form: HashMap<String, String> =
+                                url::form_urlencoded::parse(body.as_bytes())
+                                    .into_owned()
+                                    .collect();
+                            form.insert("tenant".into(), tenant);
+                            let index = {
+                                let mut seen = requests.lock().unwrap();
+                                seen.push(form.clone());
+                                seen.len() - 1
+                            };
+                            tokio::time::sleep(delay).await;
+                            let (status, body) = respond(index, &form);
+                            (
+                                StatusCode::from_u16(status).unwrap(),
+                                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                                body,
+                            )
+                        },
+                    ),
+                )
+                .with_state(state);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            Self {
+                authority: Url::parse(&format!("http://{address}")).unwrap(),
+                requests,
+                task,
+            }
+        }
+
+        fn count(&self) -> usize {
+            self.requests.lock().unwrap().len()
+        }
+
+        fn request(&self, index: usize) -> HashMap<String, String> {
+            self.requests.lock().unwrap()[index].clone()
+        }
+    }
+
+    fn ok_token(token: &str, expires_in: &str) -> (u16, String) {
+        (
+            200,
+            format!(
+                r#"{{"token_type":"Bearer","expires_in":{expires_in},"ext_expires_in":3599,"access_token":"{token}"}}"#
+            ),
+        )
+    }
+
+    fn entra_error(status: u16, error: &str, code: u64, description: &str) -> (u16, String) {
+        let body = serde_json::json!({
+            "error": error,
+            "error_description": format!("AADSTS{code}: {description}\r\nTrace ID: 0000aaaa-11bb-cccc-dd33-eeeeee333333\r\nCorrelation ID: aaaa0000-bb11-2222-33cc-444444dddddd\r\nTimestamp: 2023-06-02 21:00:26Z"),
+            "error_codes": [code],
+            "timestamp": "2023-06-02 21:00:26Z",
+            "trace_id": "0000aaaa-11bb-cccc-dd33-eeeeee333333",
+            "correlation_id": "aaaa0000-bb11-2222-33cc-444444dddddd",
+            "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+        });
+        (status, body.to_string())
+    }
+
+    fn invalid_secret() -> (u16, String) {
+        entra_error(
+            401,
+            "invalid_client",
+            7_000_215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+        )
+    }
+
+    fn credentials(secret: &str) -> Credentials {
+        Credentials {
+            client_id: CLIENT.to_string(),
+            client_secret: SecretString::new(secret),
+            tenant_id: TENANT.to_string(),
+            instance: Url::parse("https://contoso.crm4.dynamics.com").unwrap(),
+        }
+    }
+
+    /// Returns one set of credentials, and another after a forced refresh.
+    struct RotatingSource {
+        before: Credentials,
+        after: Credentials,
+        reads: Mutex<Vec<bool>>,
+    }
+
+    impl RotatingSource {
+        fn new(before: &str, after: &str) -> Arc<Self> {
+            Arc::new(Self {
+                before: credentials(before),
+                after: credentials(after),
+                reads: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn reads(&self) -> Vec<bool> {
+            self.reads.lock().unwrap().clone()
+        }
+    }
+
+    impl CredentialSource for RotatingSource {
+        fn credentials(
+            &self,
+            force_refresh: bool,
+        ) -> BoxFuture<'_, Result<Credentials, AuthError>> {
+            let mut reads = self.reads.lock().unwrap();
+            reads.push(force_refresh);
+            let rotated = reads.iter().any(|forced| *forced);
+            let credentials = if rotated { &self.after } else { &self.before };
+            let credentials = credentials.clone();
+            Box::pin(async move { Ok(credentials) })
+        }
+    }
+
+    fn provider(server: &TokenServer, source: Arc<dyn CredentialSource>) -> EntraTokenProvider {
+        EntraTokenProvider::new(
+            crate::adapters::http::http_client(),
+            server.authority.clone(),
+            source,
+        )
+    }
+
+    fn static_source() -> Arc<dyn CredentialSource> {
+        Arc::new(StaticCredentials(credentials(SECRET)))
+    }
+
+    async fn error_for(response: (u16, String)) -> (AuthError, usize) {
+        let server =
+            TokenServer::start(Duration::ZERO, Arc::new(move |_, _| response.clone())).await;
+        let error = provider(&server, static_source())
+            .bearer(false)
+            .await
+            .expect_err("the token request should fail");
+        (error, server.count())
+    }
+
+    #[tokio::test]
+    async fn first_token_is_requested_with_client_credentials_and_then_cached() {
+        let server =
+            TokenServer::start(Duration::ZERO, Arc::new(|_, _| ok_token(TOKEN, "3599"))).await;
+        let provider = provider(&server, static_source());
+
+        let first = provider.bearer(false).await.unwrap();
+        let second = provider.bearer(false).await.unwrap();
+
+        assert_eq!(first.expose(), TOKEN);
+        assert_eq!(second.expose(), TOKEN);
+        assert_eq!(server.count(), 1, "the second call must use the cache");
+        let form = server.request(0);
+        assert_eq!(form["tenant"], TENANT);
+        assert_eq!(form["client_id"], CLIENT);
+        assert_eq!(form["client_secret"], SECRET);
+        assert_eq!(form["scope"], "https://contoso.crm4.dynamics.com/.default");
+        assert_eq!(form["grant_type"], "client_credentials");
+    }
+
+    #[tokio::test]
+    async fn expires_in_given_as_a_numeric_string_is_accepted() {
+        let server =
+            TokenServer::start(Duration::ZERO, Arc::new(|_, _| ok_token(TOKEN, "\"3599\""))).await;
+        let token = provider(&server, static_source())
+            .bearer(false)
+            .await
+            .unwrap();
+        assert_eq!(token.expose(), TOKEN);
+    }
+
+    #[test]
+    fn refresh_margin_is_five_minutes_or_half_a_short_lifetime() {
+        assert_eq!(
+            refresh_after(Duration::from_secs(3599)),
+            Duration::from_secs(3299)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(600)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(120)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(refresh_after(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn token_is_replaced_once_inside_the_refresh_margin_although_not_yet_expired() {
+        // A 2 s token is refreshed after 1 s (half its lifetime), before it expires.
+        let server = TokenServer::start(
+            Duration::ZERO,
+            Arc::new(|index, _| ok_token(&format!("token-{index}"), "2")),
+        )
+        .await;
+        let provider = provider(&server, static_source());
+
+        assert_eq!(provider.bearer(false).await.unwrap().expose(), "token-0");
+        assert_eq!(provider.bearer(false).await.unwrap().expose(), "token-0");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(provider.bearer(false).await.unwrap().expose(), "token-1");
+        assert_eq!(server.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn forced_refresh_discards_the_cached_token() {
+        let server = TokenServer::start(
+            Duration::ZERO,
+            Arc::new(|index, _| ok_token(&format!("token-{index}"), "3599")),
+        )
+        .await;
+        let provider = provider(&server, static_source());
+
+        assert_eq!(provider.bearer(false).await.unwrap().expose(), "token-0");
+        assert_eq!(provider.bearer(true).await.unwrap().expose(), "token-1");
+        assert_eq!(provider.bearer(false).await.unwrap().expose(), "token-1");
+        assert_eq!(server.count(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_on_a_cold_cache_share_one_token_request() {
+        let server = TokenServer::start(
+            Duration::from_millis(300),
+            Arc::new(|index, _| ok_token(&format!("token-{index}"), "3599")),
+        )
+        .await;
+        let provider = Arc::new(provider(&server, static_source()));
+
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let provider = provider.clone();
+                tokio::spawn(async move { provider.bearer(false).await })
+            })
+            .collect();
+        let tokens = futures_util::future::join_all(callers).await;
+
+        for token in tokens {
+            assert_eq!(token.unwrap().unwrap().expose(), "token-0");
+        }
+        assert_eq!(
+            server.count(),
+            1,
+            "exactly one token request for 16 callers"
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_client_rereads_the_credentials_once_and_uses_the_rotated_secret() {
+        let server = TokenServer::start(
+            Duration::ZERO,
+            Arc::new(|_, form| {
+                if form["client_secret"] == ROTATED {
+                    ok_token(TOKEN, "3599")
+                } else {
+                    invalid_secret()
+                }
+            }),
+        )
+        .await;
+        let source = RotatingSource::new(SECRET, ROTATED);
+        let provider = provider(&server, source.clone());
+
+        let token = provider.bearer(false).await.unwrap();
+
+        assert_eq!(token.expose(), TOKEN);
+        assert_eq!(source.reads(), vec![false, true]);
+        assert_eq!(server.count(), 2);
+        assert_eq!(server.request(1)["client_secret"], ROTATED);
+    }
+
+    #[tokio::test]
+    async fn invalid_client_after_the_reread_is_invalid_client_and_not_retryable() {
+        let server = TokenServer::start(Duration::ZERO, Arc::new(|_, _| invalid_secret())).await;
+        let source = RotatingSource::new(SECRET, ROTATED);
+        let provider = provider(&server, source.clone());
+
+        let error = provider.bearer(false).await.unwrap_err();
+
+        assert_eq!(
+            error,
+            AuthError::InvalidClient {
+                code: "AADSTS7000215".into(),
+                client_id: CLIENT.into()
+            }
+        );
+        assert!(!error.is_retryable());
+        assert_eq!(source.reads(), vec![false, true], "re-read exactly once");
+        assert_eq!(server.count(), 2, "one retry with the re-read secret");
+    }
+
+    #[tokio::test]
+    async fn unchanged_credentials_after_the_reread_are_not_sent_again() {
+        let server = TokenServer::start(Duration::ZERO, Arc::new(|_, _| invalid_secret())).await;
+        let source = RotatingSource::new(SECRET, SECRET);
+        let provider = provider(&server, source.clone());
+
+        let error = provider.bearer(false).await.unwrap_err();
+
+        assert!(
+            matches!(error, AuthError::InvalidClient { .. }),
+            "{error:?}"
+        );
+        assert_eq!(source.reads(), vec![false, true]);
+        assert_eq!(server.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn expired_secret_code_7000222_counts_as_invalid_client() {
+        let (error, _) = error_for(entra_error(
+            401,
+            "invalid_client",
+            7_000_222,
+            "The provided client secret keys are expired.",
+        ))
+        .await;
+        assert_eq!(
+            error,
+            AuthError::InvalidClient {
+                code: "AADSTS7000222".into(),
+                client_id: CLIENT.into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_tenant_90002_is_unknown_tenant() {
+        let (error, count) = error_for(entra_error(
+            400,
+            "invalid_request",
+            90_002,
+            "Tenant '72f988bf-0000-0000-0000-000000000001' not found.",
+        ))
+        .await;
+        assert_eq!(
+            error,
+            AuthError::UnknownTenant {
+                tenant_id: TENANT.into()
+            }
+        );
+        assert!(!error.is_retryable());
+        assert_eq!(count, 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_app_700016_is_unknown_client() {
+        let (error, _) = error_for(entra_error(
+            400,
+            "unauthorized_client",
+            700_016,
+            "Application with identifier '535fb089-9ff3-47b6-9bfb-4f1264799865' was not found in the directory.",
+        ))
+        .await;
+        assert_eq!(
+            error,
+            AuthError::UnknownClient {
+                client_id: CLIENT.into()
+            }
+        );
+        assert!(!error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn unknown_resource_500011_is_wrong_resource() {
+        let (error, _) = error_for(entra_error(
+            400,
+            "invalid_resource",
+            500_011,
+            "The resource principal named https://contoso.crm4.dynamics.com was not found in the tenant.",
+        ))
+        .await;
+        assert_eq!(
+            error,
+            AuthError::WrongResource {
+                scope: "https://contoso.crm4.dynamics.com/.default".into()
+            }
+        );
+        assert!(!error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn the_error_code_decides_not_the_description_text() {
+        // The text talks about a tenant, the code says invalid scope: Rejected.
+        let (error, _) = error_for(entra_error(
+            400,
+            "invalid_scope",
+            70_011,
+            "Tenant not found; invalid client secret provided.",
+        ))
+        .await;
+        assert!(matches!(error, AuthError::Rejected { .. }), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn other_rejections_keep_only_the_first_description_line() {
+        let (error, _) = error_for(entra_error(
+            400,
+            "invalid_scope",
+            70_011,
+            "The provided value for the input parameter 'scope' is not valid.",
+        ))
+        .await;
+        assert_eq!(
+            error,
+            AuthError::Rejected {
+                status: 400,
+                error: "invalid_scope".into(),
+                description:
+                    "AADSTS70011: The provided value for the input parameter 'scope' is not valid."
+                        .into(),
+            }
+        );
+        assert!(!error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn service_unavailable_503_is_unavailable_and_retryable() {
+        let (error, _) = error_for((
+            503,
+            r#"{"error":"temporarily_unavailable","error_codes":[50029]}"#.into(),
+        ))
+        .await;
+        assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
+        assert!(error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn throttling_429_is_unavailable_and_retryable() {
+        let (error, _) = error_for((429, String::new())).await;
+        assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
+        assert!(error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_slow_token_endpoint_times_out_as_unavailable() {
+        let server = TokenServer::start(
+            Duration::from_secs(5),
+            Arc::new(|_, _| ok_token(TOKEN, "3599")),
+        )
+        .await;
+        let provider =
+            provider(&server, static_source()).with_request_timeout(Duration::from_millis(200));
+        let error = provider.bearer(false).await.unwrap_err();
+        assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
+        assert!(error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_token_endpoint_is_unavailable_and_retryable() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let authority = Url::parse(&format!("http://{}", closed.local_addr().unwrap())).unwrap();
+        drop(closed);
+        let provider = EntraTokenProvider::new(
+            crate::adapters::http::http_client(),
+            authority,
+            static_source(),
+        );
+        let error = provider.bearer(false).await.unwrap_err();
+        assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
+        assert!(error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_success_without_access_token_is_rejected() {
+        let (error, _) =
+            error_for((200, r#"{"token_type":"Bearer","expires_in":3599}"#.into())).await;
+        assert!(
+            matches!(&error, AuthError::Rejected { error, .. } if error == "invalid_token_response"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_client_secret_or_the_token() {
+        let echo = format!("Secret {SECRET} is not valid here.");
+        let mut errors = vec![
+            error_for(invalid_secret()).await.0,
+            error_for(entra_error(400, "invalid_scope", 70_011, &echo))
+                .await
+                .0,
+            error_for((
+                503,
+                format!(r#"{{"error":"server_error","error_description":"{SECRET}"}}"#),
+            ))
+            .await
+            .0,
+            error_for((
+                200,
+                format!(r#"{{"access_token":"{TOKEN}","token_type":"pop","expires_in":1}}"#),
+            ))
+            .await
+            .0,
+        ];
+        errors.push(
+            error_for((
+                200,
+                format!(r#"{{"access_token":"{TOKEN}","expires_in":"soon"}}"#),
+            ))
+            .await
+            .0,
+        );
+        for error in errors {
+            for shown in [format!("{error}"), format!("{error:?}")] {
+                assert!(!shown.contains(SECRET), "secret leaked: {shown}");
+                assert!(
+                    !shown.contains("test-access-token"),
+                    "token leaked: {shown}"
+                );
+            }
+        }
+    }
+}

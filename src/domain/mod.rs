@@ -1,0 +1,13 @@
+//! The product's rules, as pure and synchronous code: no I/O, no clock reads
+//! beyond what a caller passes in, no knowledge of Lambda or HTTP.
+//!
+//! A webhook flows through it in this order: [`didomi`] parses the envelope,
+//! [`mapping`] turns it into a [`decision::ConsentPlan`], and [`writes`]
+//! compares the plan with the [`cpc`] rows Dataverse holds to decide the
+//! creates and updates.
+
+pub mod cpc;
+pub mod decision;
+pub mod didomi;
+pub mod mapping;
+pub mod writes;

@@ -1,0 +1,260 @@
+//! Which addresses a plan's consent belongs to: the contacts matching
+//! `organization_user_id`, their contact point values, and the contact to
+//! create when none matches and `upsert_mode` is on (DESIGN §4).
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use crate::domain::cpc::{CONTACT_POINT_MAX_LEN, Contact, NewContact};
+
+/// How contacts are matched and created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactSettings {
+    /// Contact column compared with `organization_user_id`.
+    pub match_field: String,
+    /// Contact column holding the address consent is written for.
+    pub point_field: String,
+    /// Create a contact when none matches.
+    pub upsert_mode: bool,
+}
+
+/// The addresses one user's decisions are written for, or why there are none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContactPoints {
+    /// Distinct addresses (compared case-insensitively, kept as stored), and
+    /// the contact to create first when `upsert_mode` made one up.
+    Found {
+        /// The contact point values.
+        addresses: Vec<String>,
+        /// A contact to create in the same batch (upsert mode).
+        create: Option<NewContact>,
+    },
+    /// Nothing to write for this user; the reason is logged and the message acknowledged.
+    Skip(String),
+}
+
+/// Namespace for the ids of contacts this product creates, so two
+/// invocations creating the same contact pick the same id and the second
+/// create-only write answers 412 instead of making a twin.
+const CONTACT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5f0c_4e8e_8b1d_4c55_9a53_2d0e_7f1b_c001);
+
+/// Resolves the contact points of `organization_user_id` among `contacts`
+/// (the result of one query for every user of the batch).
+pub fn contact_points(
+    organization_user_id: &str,
+    contacts: &[Contact],
+    settings: &ContactSettings,
+) -> ContactPoints {
+    let wanted = organization_user_id.trim();
+    let wanted_lower = wanted.to_lowercase();
+    // Dataverse compares strings case-insensitively, so the query may return
+    // contacts whose value differs in case only; they match too.
+    let matching: Vec<&Contact> = contacts
+        .iter()
+        .filter(|contact| {
+            contact
+                .match_value
+                .as_deref()
+                .is_some_and(|value| value.trim().to_lowercase() == wanted_lower)
+        })
+        .collect();
+    if matching.is_empty() {
+        return missing_contact(wanted, settings);
+    }
+    let mut seen = BTreeSet::new();
+    let addresses: Vec<String> = matching
+        .iter()
+        .filter_map(|contact| contact.contact_point.as_deref().map(str::trim))
+        .filter(|address| !address.is_empty())
+        .filter(|address| seen.insert(address.to_lowercase()))
+        .map(str::to_string)
+        .collect();
+    if addresses.is_empty() {
+        return ContactPoints::Skip(format!(
+            "the matching contact has no {}: consent belongs to an address and there is none",
+            settings.point_field
+        ));
+    }
+    if let Some(long) = addresses
+        .iter()
+        .find(|address| address.chars().count() > CONTACT_POINT_MAX_LEN)
+    {
+        return ContactPoints::Skip(format!(
+            "the contact's {} is {} characters, over Dataverse's {CONTACT_POINT_MAX_LEN}",
+            settings.point_field,
+            long.chars().count()
+        ));
+    }
+    ContactPoints::Found {
+        addresses,
+        create: None,
+    }
+}
+
+fn missing_contact(organization_user_id: &str, settings: &ContactSettings) -> ContactPoints {
+    if !settings.upsert_mode {
+        return ContactPoints::Skip(format!(
+            "no contact has {} equal to organization_user_id, and upsert_mode is off",
+            settings.match_field
+        ));
+    }
+    // The new contact's contact point is `organization_user_id` itself, so it
+    // must be an address; anything else would put a CRM id in an email column.
+    if !organization_user_id.contains('@') {
+        return ContactPoints::Skip(format!(
+            "upsert_mode creates contacts only for an organization_user_id that is an email address (it becomes {})",
+            settings.point_field
+        ));
+    }
+    let key = format!(
+        "contact|{}|{}",
+        settings.match_field,
+        organization_user_id.to_lowercase()
+    );
+    ContactPoints::Found {
+        addresses: vec![organization_user_id.to_string()],
+        create: Some(NewContact {
+            id: Uuid::new_v5(&CONTACT_ID_NAMESPACE, key.as_bytes()),
+            match_field: settings.match_field.clone(),
+            match_value: organization_user_id.to_string(),
+            contact_point_field: settings.point_field.clone(),
+            contact_point: organization_user_id.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(upsert_mode: bool) -> ContactSettings {
+        ContactSettings {
+            match_field: "emailaddress1".into(),
+            point_field: "emailaddress1".into(),
+            upsert_mode,
+        }
+    }
+
+    fn contact(n: u128, matched: &str, point: Option<&str>) -> Contact {
+        Contact {
+            id: Uuid::from_u128(n),
+            match_value: Some(matched.into()),
+            contact_point: point.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn matching_is_case_insensitive_and_keeps_the_stored_address() {
+        let contacts = [contact(
+            1,
+            "Jane.Doe@Example.com",
+            Some("Jane.Doe@Example.com"),
+        )];
+        assert_eq!(
+            contact_points("jane.doe@example.com", &contacts, &settings(false)),
+            ContactPoints::Found {
+                addresses: vec!["Jane.Doe@Example.com".into()],
+                create: None
+            }
+        );
+    }
+
+    #[test]
+    fn several_matching_contacts_give_each_distinct_address_once() {
+        let contacts = [
+            contact(1, "jane@example.com", Some("jane@example.com")),
+            contact(2, "jane@example.com", Some("JANE@example.com")),
+            contact(3, "jane@example.com", Some("jane.work@example.com")),
+        ];
+        let ContactPoints::Found { addresses, .. } =
+            contact_points("jane@example.com", &contacts, &settings(false))
+        else {
+            panic!()
+        };
+        assert_eq!(addresses, ["jane@example.com", "jane.work@example.com"]);
+    }
+
+    #[test]
+    fn contacts_of_other_users_are_ignored() {
+        let contacts = [contact(1, "john@example.com", Some("john@example.com"))];
+        assert!(matches!(
+            contact_points("jane@example.com", &contacts, &settings(false)),
+            ContactPoints::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn missing_contact_is_skipped_without_upsert_mode() {
+        let ContactPoints::Skip(reason) = contact_points("jane@example.com", &[], &settings(false))
+        else {
+            panic!()
+        };
+        assert!(reason.contains("upsert_mode is off"), "{reason}");
+    }
+
+    #[test]
+    fn missing_contact_is_created_in_upsert_mode_with_a_stable_id() {
+        let first = contact_points("Jane@Example.com", &[], &settings(true));
+        let again = contact_points("jane@example.com", &[], &settings(true));
+        let (
+            ContactPoints::Found {
+                create: Some(a),
+                addresses,
+            },
+            ContactPoints::Found {
+                create: Some(b), ..
+            },
+        ) = (first, again)
+        else {
+            panic!()
+        };
+        assert_eq!(a.id, b.id);
+        assert_eq!(addresses, ["Jane@Example.com"]);
+        assert_eq!(a.match_value, "Jane@Example.com");
+    }
+
+    #[test]
+    fn upsert_mode_does_not_invent_an_email_contact_for_a_non_email_id() {
+        assert!(matches!(
+            contact_points("crm-42", &[], &settings(true)),
+            ContactPoints::Skip(_)
+        ));
+        let by_external_id = ContactSettings {
+            match_field: "externaluseridentifier".into(),
+            ..settings(true)
+        };
+        assert!(matches!(
+            contact_points("crm-42", &[], &by_external_id),
+            ContactPoints::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn contact_without_address_is_skipped_with_that_reason() {
+        let contacts = [contact(1, "jane@example.com", None)];
+        let ContactPoints::Skip(reason) =
+            contact_points("jane@example.com", &contacts, &settings(true))
+        else {
+            panic!()
+        };
+        assert!(reason.contains("no emailaddress1"), "{reason}");
+    }
+
+    #[test]
+    fn contact_point_field_may_differ_from_the_match_field() {
+        let settings = ContactSettings {
+            match_field: "externaluseridentifier".into(),
+            point_field: "emailaddress2".into(),
+            upsert_mode: false,
+        };
+        let contacts = [contact(1, "crm-42", Some("jane.private@example.com"))];
+        assert_eq!(
+            contact_points("crm-42", &contacts, &settings),
+            ContactPoints::Found {
+                addresses: vec!["jane.private@example.com".into()],
+                create: None
+            }
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! The service's batch behaviour against an in-memory store.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::*;
+use crate::config::IntegrationConfig;
+use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic};
+use crate::domain::decision::{ConsentValue, Decision, Outcome, Target};
+
+#[derive(Debug, thiserror::Error)]
+#[error("fake store error (retryable: {retryable}, exists: {exists})")]
+struct FakeError {
+    retryable: bool,
+    exists: bool,
+}
+
+impl StoreError for FakeError {
+    fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+    fn is_already_exists(&self) -> bool {
+        self.exists
+    }
+}
+
+#[derive(Default)]
+struct FakeStore {
+    contacts: Vec<Contact>,
+    rows: Vec<ConsentRow>,
+    calls: Mutex<Vec<&'static str>>,
+    fail_contacts: Option<bool>,
+    /// For each op index that should fail: (retryable, already exists).
+    fail_ops: Vec<(usize, bool, bool)>,
+    written: Mutex<Vec<WriteOp>>,
+}
+
+impl ConsentStore for FakeStore {
+    type Error = FakeError;
+
+    async fn find_contacts(
+        &self,
+        _: &str,
+        _: &str,
+        _: &[String],
+        _: Instant,
+    ) -> Result<Vec<Contact>, FakeError> {
+        self.calls.lock().unwrap().push("contacts");
+        match self.fail_contacts {
+            Some(retryable) => Err(FakeError {
+                retryable,
+                exists: false,
+            }),
+            None => Ok(self.contacts.clone()),
+        }
+    }
+
+    async fn consent_rows(&self, _: &[String], _: Instant) -> Result<Vec<ConsentRow>, FakeError> {
+        self.calls.lock().unwrap().push("rows");
+        Ok(self.rows.clone())
+    }
+
+    async fn execute_writes(
+        &self,
+        ops: &[WriteOp],
+        _: Instant,
+    ) -> Result<Vec<Result<(), FakeError>>, FakeError> {
+        self.calls.lock().unwrap().push("batch");
+        self.written.lock().unwrap().extend(ops.iter().cloned());
+        Ok((0..ops.len())
+            .map(
+                |index| match self.fail_ops.iter().find(|(at, ..)| *at == index) {
+                    Some((_, retryable, exists)) => Err(FakeError {
+                        retryable: *retryable,
+                        exists: *exists,
+                    }),
+                    None => Ok(()),
+                },
+            )
+            .collect())
+    }
+}
+
+const PURPOSE: Uuid = Uuid::from_u128(0x1000_0000_0000_0000_0000_0000_0000_0003);
+
+fn config(upsert_mode: bool) -> Arc<IntegrationConfig> {
+    let mut document: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/integration-config.json"
+    )))
+    .unwrap();
+    document["upsert_mode"] = upsert_mode.into();
+    Arc::new(
+        IntegrationConfig::from_document(&document, false)
+            .unwrap()
+            .config,
+    )
+}
+
+fn catalog() -> Arc<Catalog> {
+    Arc::new(Catalog::new(
+        vec![Purpose {
+            id: PURPOSE,
+            name: "Commercial".into(),
+            active: true,
+        }],
+        vec![Topic {
+            id: Uuid::from_u128(0x23db_4a4d_ba9f_f011_bbd3_6045_bd19_4648),
+            name: "Newsletter".into(),
+            purpose_id: Some(PURPOSE),
+            active: true,
+        }],
+    ))
+}
+
+fn contact(email: &str) -> Contact {
+    Contact {
+        id: Uuid::new_v4(),
+        match_value: Some(email.into()),
+        contact_point: Some(email.into()),
+    }
+}
+
+fn write_plan(user: &str, event: &str) -> Result<ConsentPlan, RejectedWebhook> {
+    Ok(ConsentPlan {
+        outcome: Outcome::Write,
+        reason: None,
+        event_id: Some(event.into()),
+        regulation: Some("gdpr".into()),
+        organization_user_id: Some(user.into()),
+        occurred_at: Some(DateTime::<Utc>::from_timestamp(1_741_944_067, 0).unwrap()),
+        consents: vec![Decision {
+            target: Target::Purpose(PURPOSE),
+            value: ConsentValue::OptedIn,
+        }],
+    })
+}
+
+fn skip_plan() -> Result<ConsentPlan, RejectedWebhook> {
+    Ok(ConsentPlan {
+        outcome: Outcome::Skip,
+        reason: Some("nothing in the event matches a mapping".into()),
+        event_id: None,
+        regulation: None,
+        organization_user_id: None,
+        occurred_at: None,
+        consents: vec![],
+    })
+}
+
+fn rejected() -> Result<ConsentPlan, RejectedWebhook> {
+    Err(RejectedWebhook::Webhook(
+        crate::domain::didomi::WebhookError::Empty,
+    ))
+}
+
+async fn run(
+    store: FakeStore,
+    upsert: bool,
+    items: &[Result<ConsentPlan, RejectedWebhook>],
+) -> (Vec<MessageOutcome>, FakeStore) {
+    let service = SyncService::new(store, config(upsert), catalog());
+    let outcomes = service
+        .process(items, Instant::now() + std::time::Duration::from_secs(5))
+        .await;
+    (outcomes, service.store)
+}
+
+#[tokio::test]
+async fn skipped_and_rejected_messages_need_no_round_trip() {
+    let (outcomes, store) = run(FakeStore::default(), false, &[skip_plan(), rejected()]).await;
+    assert!(matches!(outcomes[0], MessageOutcome::Skipped { .. }));
+    assert!(matches!(
+        outcomes[1],
+        MessageOutcome::Failed {
+            retryable: false,
+            ..
+        }
+    ));
+    assert!(store.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_of_ten_costs_three_round_trips() {
+    let users: Vec<String> = (0..10).map(|i| format!("user{i}@example.com")).collect();
+    let store = FakeStore {
+        contacts: users.iter().map(|u| contact(u)).collect(),
+        ..FakeStore::default()
+    };
+    let items: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| write_plan(u, &format!("ev-{i}")))
+        .collect();
+    let (outcomes, store) = run(store, false, &items).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, MessageOutcome::Written { created: 1, .. })),
+        "{outcomes:?}"
+    );
+    assert_eq!(*store.calls.lock().unwrap(), ["contacts", "rows", "batch"]);
+    assert_eq!(store.written.lock().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn unknown_contact_is_skipped_without_upsert_mode() {
+    let (outcomes, store) = run(
+        FakeStore::default(),
+        false,
+        &[write_plan("jane@example.com", "ev-1")],
+    )
+    .await;
+    let MessageOutcome::Skipped { reason } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(reason.contains("upsert_mode is off"));
+    assert_eq!(*store.calls.lock().unwrap(), ["contacts"]);
+}
+
+#[tokio::test]
+async fn upsert_mode_creates_the_contact_in_the_same_batch() {
+    let (outcomes, store) = run(
+        FakeStore::default(),
+        true,
+        &[write_plan("jane@example.com", "ev-1")],
+    )
+    .await;
+    assert!(
+        matches!(outcomes[0], MessageOutcome::Written { created: 1, .. }),
+        "{outcomes:?}"
+    );
+    let written = store.written.lock().unwrap();
+    assert!(matches!(written[0], WriteOp::CreateContact(_)));
+    assert!(matches!(written[1], WriteOp::CreateConsent(_)));
+}
+
+#[tokio::test]
+async fn contact_that_already_exists_is_not_a_failure() {
+    let store = FakeStore {
+        fail_ops: vec![(0, true, true)],
+        ..FakeStore::default()
+    };
+    let (outcomes, _) = run(store, true, &[write_plan("jane@example.com", "ev-1")]).await;
+    assert!(
+        matches!(outcomes[0], MessageOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_contact_query_fails_only_the_pending_messages() {
+    let store = FakeStore {
+        fail_contacts: Some(true),
+        ..FakeStore::default()
+    };
+    let (outcomes, _) = run(
+        store,
+        false,
+        &[write_plan("jane@example.com", "ev-1"), skip_plan()],
+    )
+    .await;
+    assert!(
+        matches!(
+            outcomes[0],
+            MessageOutcome::Failed {
+                retryable: true,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(matches!(outcomes[1], MessageOutcome::Skipped { .. }));
+}
+
+#[tokio::test]
+async fn failed_write_fails_only_its_owner() {
+    let store = FakeStore {
+        contacts: vec![contact("a@example.com"), contact("b@example.com")],
+        fail_ops: vec![(0, true, false)],
+        ..FakeStore::default()
+    };
+    let (outcomes, _) = run(
+        store,
+        false,
+        &[
+            write_plan("a@example.com", "ev-1"),
+            write_plan("b@example.com", "ev-2"),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(
+            outcomes[0],
+            MessageOutcome::Failed {
+                retryable: true,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[1], MessageOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn permanent_write_error_is_not_retryable() {
+    let store = FakeStore {
+        contacts: vec![contact("a@example.com")],
+        fail_ops: vec![(0, false, false)],
+        ..FakeStore::default()
+    };
+    let (outcomes, _) = run(store, false, &[write_plan("a@example.com", "ev-1")]).await;
+    assert!(
+        matches!(
+            outcomes[0],
+            MessageOutcome::Failed {
+                retryable: false,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn nothing_newer_to_write_skips_the_batch_call() {
+    let marker = crate::domain::writes::Marker::new(
+        "ev-1",
+        DateTime::<Utc>::from_timestamp(1_741_944_067, 0).unwrap(),
+    );
+    let row = ConsentRow {
+        id: Uuid::new_v4(),
+        contact_point: "a@example.com".into(),
+        channel: crate::domain::cpc::CHANNEL_EMAIL,
+        consent_type: Some(crate::domain::cpc::CONSENT_TYPE_PURPOSE),
+        purpose_id: Some(PURPOSE),
+        topic_id: None,
+        value: Some(crate::domain::cpc::CONSENT_OPTED_IN),
+        reason: Some(marker.to_reason()),
+        state: 0,
+        modified_on: Utc::now(),
+    };
+    let store = FakeStore {
+        contacts: vec![contact("a@example.com")],
+        rows: vec![row],
+        ..FakeStore::default()
+    };
+    let (outcomes, store) = run(store, false, &[write_plan("a@example.com", "ev-1")]).await;
+    assert!(
+        matches!(
+            outcomes[0],
+            MessageOutcome::Written {
+                replayed: 1,
+                created: 0,
+                updated: 0,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(*store.calls.lock().unwrap(), ["contacts", "rows"]);
+}

@@ -1,0 +1,21 @@
+//! Every integration and end-to-end test, as one test binary: one link on the
+//! 2-core CI box instead of eleven, and one shared `support` module instead of
+//! helpers copied in with `#[path]`.
+//!
+//! Each module is one concern; `support` holds the harnesses they share (the
+//! in-process service over the emulator, the real `bootstrap` under a Lambda
+//! Runtime API, `moto_server`).
+
+mod support;
+
+mod cpc_sync_cli;
+mod dataverse_client;
+mod e2e_lambda;
+mod entra_auth;
+mod envelope_props;
+mod fault_matrix;
+mod odata_props;
+mod replay_order;
+mod round_trips;
+mod secrets_moto;
+mod security;
