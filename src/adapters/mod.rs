@@ -5,6 +5,7 @@
 //! formats, never Didomi's rules.
 
 pub mod dataverse;
+pub mod didomi_api;
 pub mod entra;
 pub mod http;
 pub mod secrets_manager;

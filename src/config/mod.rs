@@ -4,6 +4,7 @@
 //! Validation collects every problem with the field it concerns and the fix,
 //! so a broken deployment fails at start with one readable message.
 
+mod didomi_api;
 mod endpoints;
 mod errors;
 mod properties;
@@ -18,6 +19,7 @@ use crate::domain::decision::{Target, parse_hyphenated_guid};
 use crate::domain::mapping::{Mapping, MappingRules, Selector};
 use crate::redact::SecretString;
 
+pub use didomi_api::{DEFAULT_DIDOMI_API_URL, DidomiApiSettings, validate_didomi_url};
 pub use endpoints::{
     DEFAULT_AUTHORITY_HOST, DYNAMICS_HOST_SUFFIXES, ENTRA_AUTHORITY_HOSTS, EndpointError,
     is_loopback, validate_authority, validate_instance,
@@ -88,7 +90,9 @@ pub struct LoadedConfig {
     pub warnings: Vec<String>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 5] = [
+const TOP_LEVEL_KEYS: [&str; 6] = [
+    // Read by `cpc-sync backfill`/`reconcile` only (config::DidomiApiSettings).
+    "didomi_api",
     "type_id",
     "authentication",
     "properties",

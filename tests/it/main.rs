@@ -10,6 +10,7 @@ mod support;
 
 mod cpc_sync_cli;
 mod dataverse_client;
+mod didomi_api;
 mod e2e_lambda;
 mod entra_auth;
 mod envelope_props;

@@ -1,5 +1,6 @@
 //! Harnesses shared by the integration tests.
 
+pub mod didomi;
 pub mod inprocess;
 pub mod lambda;
 pub mod moto;

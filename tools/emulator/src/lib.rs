@@ -10,6 +10,7 @@ mod admin;
 mod batch;
 mod clock;
 mod dataverse;
+mod didomi_api;
 mod entra;
 mod errors;
 mod faults;
@@ -19,6 +20,7 @@ mod seed;
 mod server;
 mod state;
 
+pub use didomi_api::{DidomiApi, DidomiKey, DidomiSeed, RateLimit};
 pub use faults::{DropWhen, FaultAction, FaultRule};
 pub use seed::{Credential, Seed, SeedPurpose, SeedTopic};
 pub use server::{Emulator, EmulatorHandle};

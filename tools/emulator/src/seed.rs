@@ -19,6 +19,8 @@ pub const DEFAULT_OWNER: &str = "5d1c0b6e-0000-0000-0000-00000000a0a0";
 pub struct Seed {
     /// Entra tenant id accepted by the token endpoint (`/{tenant}/oauth2/v2.0/token`).
     pub tenant_id: String,
+    /// The Didomi REST API emulation (`/v1`): organization, API keys, users.
+    pub didomi: Option<crate::didomi_api::DidomiSeed>,
     /// Dataverse resource URL expected in `scope` (`<instance>/.default`); `None` = the emulator's own base URL.
     pub instance: Option<String>,
     /// Entra app registrations (client id + secret) that may get tokens.
@@ -45,6 +47,7 @@ impl Default for Seed {
     fn default() -> Self {
         Self {
             tenant_id: DEFAULT_TENANT.to_string(),
+            didomi: None,
             instance: None,
             credentials: Vec::new(),
             app_user: true,

@@ -54,6 +54,7 @@ pub struct EmulatorHandle {
     base_url: String,
     addr: SocketAddr,
     state: Shared,
+    didomi: crate::didomi_api::DidomiApi,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -68,6 +69,7 @@ impl Emulator {
     pub fn start_on(seed: crate::Seed, addr: SocketAddr) -> io::Result<EmulatorHandle> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("Emulator::start must run inside a Tokio runtime"))?;
+        let didomi = crate::didomi_api::DidomiApi::from_seed(seed.didomi.clone());
         let state = State::from_seed(seed)?;
         let std_listener = std::net::TcpListener::bind(addr)?;
         std_listener.set_nonblocking(true)?;
@@ -83,11 +85,12 @@ impl Emulator {
             base_url: base_url.clone(),
         };
         let (tx, rx) = watch::channel(false);
-        let task = runtime.spawn(accept_loop(listener, app, rx));
+        let task = runtime.spawn(accept_loop(listener, app, didomi.clone(), rx));
         Ok(EmulatorHandle {
             base_url,
             addr: local,
             state: shared,
+            didomi,
             shutdown: tx,
             task,
         })
@@ -145,6 +148,11 @@ impl EmulatorHandle {
         admin::revoke_tokens(&self.state);
     }
 
+    /// The Didomi API emulation (users, sessions, throttles).
+    pub fn didomi(&self) -> &crate::didomi_api::DidomiApi {
+        &self.didomi
+    }
+
     /// Stops accepting and closes open connections.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -162,12 +170,19 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn accept_loop(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
-    let router = router(app.clone());
+async fn accept_loop(
+    listener: TcpListener,
+    app: App,
+    didomi: crate::didomi_api::DidomiApi,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let router = router(app.clone()).nest_service("/v1", didomi.router());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // Small request/response pairs: no Nagle delay on loopback.
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(connection(stream, app.clone(), router.clone(), shutdown.clone()));
             }
             _ = shutdown.changed() => break,
