@@ -13,6 +13,9 @@ use super::entities::{ConsentEvent, DidomiUser, SourceRef};
 /// values while staying inside every SQS message size setting.
 pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
 
+/// The envelope `type` of a backfill snapshot message (see [`WebhookKind::Snapshot`]).
+pub const SNAPSHOT_TYPE: &str = "didomi-cpc-sync.snapshot";
+
 /// The six webhook types Didomi documents, plus whatever it may add later.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WebhookKind {
@@ -28,6 +31,10 @@ pub enum WebhookKind {
     UserUpdated,
     /// `user.deleted`: a user was deleted.
     UserDeleted,
+    /// `didomi-cpc-sync.snapshot`: not a Didomi type but this product's own,
+    /// sent by `cpc-sync backfill --queue-url`: one user's current state,
+    /// written whatever `properties.webhook_types` says.
+    Snapshot,
     /// A type this product does not know.
     Unknown(String),
 }
@@ -52,6 +59,7 @@ impl WebhookKind {
             "user.created" => WebhookKind::UserCreated,
             "user.updated" => WebhookKind::UserUpdated,
             "user.deleted" => WebhookKind::UserDeleted,
+            SNAPSHOT_TYPE => WebhookKind::Snapshot,
             other => WebhookKind::Unknown(other.to_string()),
         }
     }
@@ -65,6 +73,7 @@ impl WebhookKind {
             WebhookKind::UserCreated => "user.created",
             WebhookKind::UserUpdated => "user.updated",
             WebhookKind::UserDeleted => "user.deleted",
+            WebhookKind::Snapshot => SNAPSHOT_TYPE,
             WebhookKind::Unknown(name) => name,
         }
     }
@@ -111,6 +120,13 @@ pub enum Webhook {
         /// `parameters.new_entity`.
         new: DidomiUser,
     },
+    /// A backfill snapshot: one user's whole current state (`parameters.entity`).
+    Snapshot {
+        /// Envelope-level `regulation`.
+        regulation: Option<String>,
+        /// `parameters.entity`.
+        user: DidomiUser,
+    },
     /// `event.deleted` or `user.deleted`: acknowledged, never written.
     Deleted {
         /// Which of the two.
@@ -133,6 +149,7 @@ impl Webhook {
             Webhook::EventUpdated { .. } => WebhookKind::EventUpdated,
             Webhook::UserCreated { .. } => WebhookKind::UserCreated,
             Webhook::UserUpdated { .. } => WebhookKind::UserUpdated,
+            Webhook::Snapshot { .. } => WebhookKind::Snapshot,
             Webhook::Deleted { kind, .. } => kind.clone(),
             Webhook::Unknown { type_name } => WebhookKind::Unknown(type_name.clone()),
         }
@@ -254,6 +271,10 @@ pub fn parse_webhook_value(root: Value) -> Result<Webhook, WebhookError> {
             source: optional(&mut parameters, "source")?,
             old: optional(&mut parameters, "old_entity")?,
             new: required(&mut parameters, "new_entity")?,
+        },
+        WebhookKind::Snapshot => Webhook::Snapshot {
+            regulation,
+            user: required(&mut parameters, "entity")?,
         },
         WebhookKind::EventDeleted | WebhookKind::UserDeleted => Webhook::Deleted {
             entity_id: parameters

@@ -10,5 +10,6 @@ mod time;
 pub use consents::{Consents, PurposeChoice, SelectedValues};
 pub use entities::{ConsentEvent, DidomiUser, EventStatus, EventUser, SourceRef};
 pub use envelope::{
-    MAX_WEBHOOK_BYTES, Webhook, WebhookError, WebhookKind, parse_webhook, parse_webhook_value,
+    MAX_WEBHOOK_BYTES, SNAPSHOT_TYPE, Webhook, WebhookError, WebhookKind, parse_webhook,
+    parse_webhook_value,
 };

@@ -2,6 +2,7 @@
 //! per-target aggregation. Pure code: no I/O, no clock.
 
 mod selector;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,6 +16,7 @@ use crate::domain::didomi::{
 };
 
 pub use selector::{Selector, SelectorError, ValueOwners};
+pub use snapshot::{plan_snapshot, snapshot_envelope, snapshot_event_id};
 
 /// The regulation assumed when neither the envelope nor the entity names one.
 pub const DEFAULT_REGULATION: &str = "gdpr";
@@ -171,6 +173,7 @@ pub fn plan_webhook(webhook: &Webhook, rules: &MappingRules) -> Result<ConsentPl
             };
             plan_event(&kind, regulation.as_deref(), event, path, rules)
         }
+        Webhook::Snapshot { regulation, user } => plan_snapshot(regulation.as_deref(), user, rules),
         Webhook::UserCreated { regulation, user } => {
             let draft = user_draft(regulation.as_deref(), user, None, None);
             let decisions = || decide_all(&rules.mappings, &user.consents, &rules.value_owners);
@@ -304,6 +307,18 @@ fn finish(
     if !rules.webhook_types.contains(kind) {
         return Ok(draft.skip(SkipReason::TypeNotEnabled(kind.clone())));
     }
+    finish_filtered(draft, rules, empty_reason, time_path, decisions)
+}
+
+/// The filters after the type check (shared with snapshots, which have no
+/// type to enable), then the decisions.
+fn finish_filtered(
+    draft: Draft,
+    rules: &MappingRules,
+    empty_reason: Option<SkipReason>,
+    time_path: &'static str,
+    decisions: impl FnOnce() -> Vec<Decision>,
+) -> Result<ConsentPlan, MappingError> {
     if draft.organization_user_id.is_none() {
         return Ok(draft.skip(SkipReason::NoOrganizationUserId));
     }
