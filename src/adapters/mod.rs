@@ -9,3 +9,4 @@ pub mod didomi_api;
 pub mod entra;
 pub mod http;
 pub mod secrets_manager;
+pub mod sqs;

@@ -1,5 +1,6 @@
 //! `cpc-sync`: the operator CLI. `plan` prints what the function would write
-//! for a configuration and an event, without any network access.
+//! for a configuration and an event, without any network access; `backfill`
+//! loads Didomi's current consents into Dataverse (see `cli::backfill`).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -11,12 +12,24 @@ const USAGE: &str = "\
 usage:
   cpc-sync plan --config FILE --event FILE   print one JSON plan per webhook (no network)
   cpc-sync check-config --config FILE        validate an integration document
+  cpc-sync backfill [--config FILE] [--from-export DIR]
+                    (--dry-run | --direct | --queue-url URL)
+                    [--checkpoint FILE] [--no-progress]
+                                             every Didomi user's current state to Dataverse
 
 FILE may be - for standard input. --event accepts a bare Didomi webhook,
 an SQS batch event or an API Gateway HTTP API request.
 ALLOW_INSECURE_HTTP=true accepts an http://127.0.0.1 instance (local runs).
 
-exit status: 0 all planned, 1 some webhook rejected, 2 bad usage, config or input file";
+backfill reads the Didomi API (didomi_api in the document, DIDOMI_API_URL,
+default https://api.didomi.io/v1) unless --from-export DIR names a batch
+export (gzipped or plain NDJSON files). Without --config the document is the
+function's secret (SECRET_ID). --dry-run prints one plan per user; --direct
+writes from here; --queue-url sends snapshot messages to the function's queue.
+It prints a JSON summary on stdout at the end.
+
+exit status: 0 all planned/done, 1 some webhook rejected or users failed,
+2 bad usage, configuration or input file";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +47,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     match command.as_str() {
         "plan" => plan(&parse_options(options, &["--config", "--event"])?),
         "check-config" => check_config(&parse_options(options, &["--config"])?),
+        "backfill" => backfill(&Flags::parse(
+            options,
+            &["--config", "--from-export", "--queue-url", "--checkpoint"],
+            &["--dry-run", "--direct", "--no-progress"],
+        )?),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -130,4 +148,144 @@ fn check_config(options: &[String]) -> Result<ExitCode, String> {
         config.upsert_mode
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Flags of the longer commands: `--name VALUE` options and bare switches,
+/// each at most once.
+struct Flags(std::collections::BTreeMap<String, Option<String>>);
+
+impl Flags {
+    fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<Self, String> {
+        let mut flags = std::collections::BTreeMap::new();
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            let value = if with_value.contains(&flag.as_str()) {
+                Some(
+                    rest.next()
+                        .ok_or_else(|| format!("{flag} needs a value"))?
+                        .clone(),
+                )
+            } else if switches.contains(&flag.as_str()) {
+                None
+            } else {
+                return Err(format!("unexpected argument {flag:?}\n{USAGE}"));
+            };
+            if flags.insert(flag.clone(), value).is_some() {
+                return Err(format!("{flag} given twice"));
+            }
+        }
+        Ok(Self(flags))
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|value| value.as_deref())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start the async runtime: {err}"))
+}
+
+fn backfill(flags: &Flags) -> Result<ExitCode, String> {
+    use didomi_cpc_sync::cli::backfill::{self, BackfillOptions, Sink};
+    use didomi_cpc_sync::cli::setup;
+    use didomi_cpc_sync::cli::source::{Position, UserSource};
+
+    let modes = ["--dry-run", "--direct", "--queue-url"]
+        .iter()
+        .filter(|mode| flags.has(mode))
+        .count();
+    if modes != 1 {
+        return Err(format!(
+            "backfill needs exactly one of --dry-run, --direct, --queue-url URL\n{USAGE}"
+        ));
+    }
+    let options = BackfillOptions {
+        checkpoint: flags.value("--checkpoint").map(std::path::PathBuf::from),
+        progress: !flags.has("--no-progress"),
+    };
+    let didomi_url = std::env::var("DIDOMI_API_URL").ok();
+    runtime()?.block_on(async {
+        let loaded = setup::load(flags.value("--config").map(std::path::Path::new))
+            .await
+            .map_err(|err| err.to_string())?;
+        let label = match flags.value("--from-export") {
+            Some(dir) => format!("export:{}", std::path::Path::new(dir).display()),
+            None => "api".to_string(),
+        };
+        let resumed = backfill::resume_position(&options, &label).map_err(|err| err.to_string())?;
+        let position = resumed
+            .as_ref()
+            .map(|checkpoint| checkpoint.position.clone());
+        if position == Some(Position::Finished) {
+            eprintln!(
+                "cpc-sync: the checkpoint says this backfill is complete; delete it to run again"
+            );
+        }
+        let source = match (flags.value("--from-export"), &position) {
+            (Some(dir), Some(Position::Export(start))) => {
+                UserSource::export(dir.into(), Some(start))
+            }
+            (Some(dir), _) => UserSource::export(dir.into(), None),
+            (None, Some(Position::Api { cursor })) => Ok(UserSource::api(
+                setup::didomi_client(&loaded, didomi_url.as_deref()).map_err(|e| e.to_string())?,
+                cursor.clone(),
+            )),
+            (None, _) => Ok(UserSource::api(
+                setup::didomi_client(&loaded, didomi_url.as_deref()).map_err(|e| e.to_string())?,
+                None,
+            )),
+        }
+        .map_err(|err| err.to_string())?;
+        let sink = if flags.has("--dry-run") {
+            Sink::DryRun(Box::new(std::io::stdout()))
+        } else if flags.has("--direct") {
+            let client = setup::dataverse_client(&loaded);
+            Sink::Direct(
+                setup::sync_service(&loaded, client)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            let url = flags.value("--queue-url").unwrap_or_default();
+            let client = didomi_cpc_sync::adapters::sqs::sdk_client().await;
+            Sink::Queue(didomi_cpc_sync::adapters::sqs::SqsSender::new(client, url))
+        };
+        if position == Some(Position::Finished) {
+            let summary = resumed
+                .map(|checkpoint| checkpoint.summary)
+                .unwrap_or_default();
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            return Ok(ExitCode::SUCCESS);
+        }
+        let run = backfill::run(
+            source,
+            &loaded.config.rules,
+            sink,
+            &options,
+            resumed.map(|checkpoint| checkpoint.summary),
+        )
+        .await;
+        println!(
+            "{}",
+            serde_json::to_string(&run.summary).unwrap_or_default()
+        );
+        match run.error {
+            None if run.summary.failed == 0 => Ok(ExitCode::SUCCESS),
+            None => Ok(ExitCode::FAILURE),
+            Some(err) if err.is_configuration() => Err(err.to_string()),
+            Some(err) => {
+                eprintln!("cpc-sync: backfill stopped: {err}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
 }

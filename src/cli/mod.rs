@@ -1,4 +1,14 @@
 //! The operator commands of `cpc-sync`, as library code so tests drive them
-//! without a process: [`plan`] is the dry run shared with the handler.
+//! without a process: [`plan`] is the dry run shared with the handler;
+//! [`backfill`] loads every Didomi user's current state into Dataverse;
+//! [`reconcile`] compares Didomi with Dataverse and repairs drift. Users come
+//! from [`source`] (the Didomi API or an [`export`]), long runs resume from a
+//! [`checkpoint`] and report [`progress`]; [`setup`] builds the clients.
 
+pub mod backfill;
+pub mod checkpoint;
+pub mod export;
 pub mod plan;
+pub mod progress;
+pub mod setup;
+pub mod source;

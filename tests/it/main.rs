@@ -8,6 +8,7 @@
 
 mod support;
 
+mod backfill;
 mod cpc_sync_cli;
 mod dataverse_client;
 mod didomi_api;

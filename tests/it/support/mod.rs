@@ -4,3 +4,4 @@ pub mod didomi;
 pub mod inprocess;
 pub mod lambda;
 pub mod moto;
+pub mod scratch;
