@@ -1,6 +1,7 @@
 //! `cpc-sync`: the operator CLI. `plan` prints what the function would write
 //! for a configuration and an event, without any network access; `backfill`
-//! loads Didomi's current consents into Dataverse (see `cli::backfill`).
+//! loads Didomi's current consents into Dataverse (see `cli::backfill`);
+//! `reconcile` compares Didomi with Dataverse and repairs (`cli::reconcile`).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -16,6 +17,9 @@ usage:
                     (--dry-run | --direct | --queue-url URL)
                     [--checkpoint FILE] [--no-progress]
                                              every Didomi user's current state to Dataverse
+  cpc-sync reconcile [--config FILE] [--from-export DIR] [--output FILE]
+                     [--show-addresses] [--repair] [--no-progress]
+                                             compare Didomi with Dataverse (and repair)
 
 FILE may be - for standard input. --event accepts a bare Didomi webhook,
 an SQS batch event or an API Gateway HTTP API request.
@@ -27,6 +31,12 @@ export (gzipped or plain NDJSON files). Without --config the document is the
 function's secret (SECRET_ID). --dry-run prints one plan per user; --direct
 writes from here; --queue-url sends snapshot messages to the function's queue.
 It prints a JSON summary on stdout at the end.
+
+reconcile prints one JSON line per (address, target) that is not in sync
+(stdout, or --output FILE; addresses masked unless --show-addresses) and a
+summary table on stderr. --repair writes missing_in_dynamics and
+differs_didomi_newer (never differs_dynamics_newer) and re-reads. Its exit
+status: 0 in sync, 3 drift found, 2 bad usage or configuration, 1 failure.
 
 exit status: 0 all planned/done, 1 some webhook rejected or users failed,
 2 bad usage, configuration or input file";
@@ -51,6 +61,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             options,
             &["--config", "--from-export", "--queue-url", "--checkpoint"],
             &["--dry-run", "--direct", "--no-progress"],
+        )?),
+        "reconcile" => reconcile(&Flags::parse(
+            options,
+            &["--config", "--from-export", "--output"],
+            &["--show-addresses", "--repair", "--no-progress"],
         )?),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
@@ -284,6 +299,70 @@ fn backfill(flags: &Flags) -> Result<ExitCode, String> {
             Some(err) if err.is_configuration() => Err(err.to_string()),
             Some(err) => {
                 eprintln!("cpc-sync: backfill stopped: {err}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+fn reconcile(flags: &Flags) -> Result<ExitCode, String> {
+    use didomi_cpc_sync::cli::reconcile::{self, ReconcileOptions};
+    use didomi_cpc_sync::cli::setup;
+    use didomi_cpc_sync::cli::source::UserSource;
+
+    let options = ReconcileOptions {
+        show_addresses: flags.has("--show-addresses"),
+        progress: !flags.has("--no-progress"),
+    };
+    let didomi_url = std::env::var("DIDOMI_API_URL").ok();
+    let mut out: Box<dyn std::io::Write> = match flags.value("--output") {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|err| format!("cannot create {path}: {err}"))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    runtime()?.block_on(async {
+        let loaded = setup::load(flags.value("--config").map(std::path::Path::new))
+            .await
+            .map_err(|err| err.to_string())?;
+        let source = match flags.value("--from-export") {
+            Some(dir) => UserSource::export(dir.into(), None).map_err(|err| err.to_string())?,
+            None => UserSource::api(
+                setup::didomi_client(&loaded, didomi_url.as_deref()).map_err(|e| e.to_string())?,
+                None,
+            ),
+        };
+        let client = setup::dataverse_client(&loaded);
+        let service = if flags.has("--repair") {
+            Some(
+                setup::sync_service(&loaded, client.clone())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        let result = reconcile::run(
+            source,
+            &loaded.config,
+            &client,
+            service.as_ref(),
+            &mut out,
+            &options,
+        )
+        .await;
+        match result {
+            Ok(report) => {
+                eprintln!("{}", report.table());
+                Ok(if report.final_counts().drift() == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                })
+            }
+            Err(err) if err.is_configuration() => Err(err.to_string()),
+            Err(err) => {
+                eprintln!("cpc-sync: reconcile stopped: {err}");
                 Ok(ExitCode::FAILURE)
             }
         }

@@ -10,5 +10,6 @@ pub mod checkpoint;
 pub mod export;
 pub mod plan;
 pub mod progress;
+pub mod reconcile;
 pub mod setup;
 pub mod source;

@@ -10,4 +10,5 @@ pub mod cpc;
 pub mod decision;
 pub mod didomi;
 pub mod mapping;
+pub mod reconcile;
 pub mod writes;

@@ -17,6 +17,7 @@ mod entra_auth;
 mod envelope_props;
 mod fault_matrix;
 mod odata_props;
+mod reconcile;
 mod replay_order;
 mod round_trips;
 mod secrets_moto;
