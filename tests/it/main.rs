@@ -9,6 +9,7 @@
 mod support;
 
 mod backfill;
+mod backfill_queue;
 mod cpc_sync_cli;
 mod dataverse_client;
 mod didomi_api;
