@@ -5,7 +5,10 @@
 #   3. runs the real `bootstrap` under `cargo lambda watch` against it,
 #   4. invokes every sample event in events/ (bare webhooks, an SQS batch, an
 #      HTTP API request) in the order a user would have produced them,
-#   5. prints the resulting Contact Point Consent table.
+#   5. prints the resulting Contact Point Consent table,
+#   6. backfills the Didomi users of the emulated Didomi API (dry run, then
+#      --direct with a checkpoint) and reconciles Didomi with Dataverse
+#      (report, then --repair), printing the table again.
 # Usage: scripts/demo.sh            (ports: DEMO_EMULATOR_PORT=18080 DEMO_RUNTIME_PORT=19000)
 set -euo pipefail
 
@@ -31,7 +34,16 @@ cleanup() {
 trap cleanup EXIT
 
 echo "==> starting the emulator on ${emulator}" >&2
-target/debug/cpc-emulator --seed tools/emulator/demo-seed.json --port "$emulator_port" \
+# The demo seed plus a Didomi organization (API key and the users of
+# tests/fixtures/didomi/users.json) for the backfill and reconcile part.
+python3 - "$work/seed.json" <<'PY'
+import json, sys
+seed = json.load(open("tools/emulator/demo-seed.json"))
+seed["didomi"] = {"organization_id": "acme", "users": json.load(open("tests/fixtures/didomi/users.json")),
+                  "keys": [{"key": "demo-key", "secret": "demo-secret~not-a-real-one"}]}
+json.dump(seed, open(sys.argv[1], "w"))
+PY
+target/debug/cpc-emulator --seed "$work/seed.json" --port "$emulator_port" \
   >"$work/emulator.out" 2>"$work/emulator.log" &
 pids+=($!)
 for _ in $(seq 50); do grep -q listening "$work/emulator.out" 2>/dev/null && break; sleep 0.1; done
@@ -92,3 +104,30 @@ printf '\n==> Contact Point Consent table (msdynmkt_contactpointconsent4s)\n'
 python3 scripts/print-consents.py "$emulator"
 echo
 echo "function log: $work/function.log   emulator log: $work/emulator.log" >&2
+
+# Backfill and reconcile: Didomi's current state of every user, through the
+# same mapping and write rules (cpc-sync backfill / reconcile).
+python3 - "$emulator" "$work/cli-config.json" <<'PY'
+import json, sys
+config = json.load(open("tests/fixtures/integration-config.json"))
+config["authentication"]["client_secret"] = "local-dev-secret~not-a-real-one"
+config["authentication"]["instance"] = sys.argv[1]
+config["didomi_api"] = {"key": "demo-key", "secret": "demo-secret~not-a-real-one", "organization_id": "acme"}
+json.dump(config, open(sys.argv[2], "w"))
+PY
+cli_env=(ALLOW_INSECURE_HTTP=true AZURE_AUTHORITY_HOST="$emulator" DIDOMI_API_URL="${emulator}/v1")
+cli() { env "${cli_env[@]}" target/debug/cpc-sync "$@" --config "$work/cli-config.json" --no-progress; }
+rm -f "$work/backfill.checkpoint"
+
+printf '\n==> cpc-sync backfill --dry-run (one plan per Didomi user with a decision; summary last)\n'
+cli backfill --dry-run
+printf '\n==> cpc-sync reconcile (drift lines, masked; summary on stderr)\n'
+cli reconcile && status=0 || status=$?
+echo "(exit status ${status}: 0 in sync, 3 drift found)"
+printf '\n==> cpc-sync backfill --direct --checkpoint (a newer row is never overwritten)\n'
+cli backfill --direct --checkpoint "$work/backfill.checkpoint" || true
+printf '\n==> cpc-sync reconcile --repair\n'
+cli reconcile --repair && status=0 || status=$?
+echo "(exit status ${status})"
+printf '\n==> Contact Point Consent table after the backfill\n'
+python3 scripts/print-consents.py "$emulator"

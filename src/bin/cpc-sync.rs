@@ -32,7 +32,7 @@ function's secret (SECRET_ID). --dry-run prints one plan per user; --direct
 writes from here; --queue-url sends snapshot messages to the function's queue.
 It prints a JSON summary on stdout at the end.
 
-reconcile prints one JSON line per (address, target) that is not in sync
+reconcile prints one JSON line per drifting (or contact-less) (address, target)
 (stdout, or --output FILE; addresses masked unless --show-addresses) and a
 summary table on stderr. --repair writes missing_in_dynamics and
 differs_didomi_newer (never differs_dynamics_newer) and re-reads. Its exit

@@ -193,8 +193,8 @@ fn line(finding: &Finding, show_addresses: bool) -> DriftLine {
     }
 }
 
-/// Compares every user of `source`; writes one JSON line per (address,
-/// target) that is not `in_sync` to `out`; with `repair`, writes the
+/// Compares every user of `source`; writes one JSON line per drifting
+/// (address, target), and per `no_contact` one, to `out`; with `repair`, writes the
 /// repairable decisions through it and re-reads.
 pub async fn run(
     mut source: UserSource,
@@ -338,7 +338,9 @@ async fn compare_page(
         let findings = classify_user(plan, targets, resolved, &rows);
         for finding in &findings {
             report.before.add(finding.class);
-            if finding.class != DriftClass::InSync {
+            // Drift and missing contacts are listed; in_sync and undecided
+            // pairs (nothing to compare) are only counted.
+            if finding.class.is_drift() || finding.class == DriftClass::NoContact {
                 let text = serde_json::to_string(&line(finding, options.show_addresses))
                     .expect("drift lines serialise");
                 writeln!(out, "{text}")?;
