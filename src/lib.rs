@@ -25,7 +25,9 @@
 //!   Manager, and the one HTTP client they share.
 //! - [`lambda`]: the AWS Lambda surface: the event shapes it accepts, the
 //!   handler and its responses, and start-up (the init phase).
-//! - [`cli`]: the operator commands of `cpc-sync`.
+//! - [`cli`]: the operator commands of `cpc-sync`: the dry run, and the
+//!   backfill and reconcile of Didomi's current state (over the Didomi API
+//!   adapter, a batch export, and SQS).
 //! - [`config`]: the integration document, the environment and their
 //!   validation; [`redact`] and [`telemetry`]: log hygiene and log set-up,
 //!   used everywhere.

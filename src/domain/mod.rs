@@ -4,7 +4,8 @@
 //! A webhook flows through it in this order: [`didomi`] parses the envelope,
 //! [`mapping`] turns it into a [`decision::ConsentPlan`], and [`writes`]
 //! compares the plan with the [`cpc`] rows Dataverse holds to decide the
-//! creates and updates.
+//! creates and updates. [`reconcile`] compares a user's snapshot plan with
+//! the rows held, for `cpc-sync reconcile`.
 
 pub mod cpc;
 pub mod decision;
