@@ -201,7 +201,21 @@ impl Flags {
     }
 }
 
+/// Warnings (retries, throttling) of the long commands on stderr; `RUST_LOG`
+/// asks for more. Log lines never hold addresses or tokens.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    init_logs();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -176,6 +176,20 @@ mod tests {
     }
 
     #[test]
+    fn the_function_accepts_a_document_carrying_didomi_api_without_a_warning() {
+        let mut document: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/integration-config.json"))
+                .unwrap();
+        document["didomi_api"] = document_field();
+        let loaded = crate::config::IntegrationConfig::from_document(&document, false).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    fn document_field() -> Value {
+        document()["didomi_api"].clone()
+    }
+
+    #[test]
     fn plain_http_is_refused_unless_loopback_and_opted_in() {
         assert!(validate_didomi_url("http://api.didomi.io/v1", true).is_err());
         assert!(validate_didomi_url("http://127.0.0.1:9000/v1", false).is_err());

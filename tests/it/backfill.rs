@@ -338,3 +338,54 @@ async fn an_export_backfill_resumes_mid_file_from_its_checkpoint() {
     let done: Value = serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
     assert_eq!(done["position"]["kind"], "finished");
 }
+
+/// Runs the real `cpc-sync backfill` with `args` against `emulator`.
+async fn command(emulator: &EmulatorHandle, args: Vec<String>) -> std::process::Output {
+    let base = emulator.base_url();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cpc-sync"))
+            .arg("backfill")
+            .args(&args)
+            .env("ALLOW_INSECURE_HTTP", "true")
+            .env("AZURE_AUTHORITY_HOST", &base)
+            .env("DIDOMI_API_URL", format!("{base}/v1"))
+            .env_remove("SECRET_ID")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_prints_the_plans_then_the_summary_and_refuses_two_modes() {
+    let emulator = start(0, fixture_users(), |_| {});
+    let dir = scratch::dir("backfill-cli");
+    let path = dir.join("config.json");
+    let mut config = crate::support::inprocess::config_json(&emulator);
+    config["didomi_api"] = didomi::didomi_api_json();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let config_args = |extra: &[&str]| {
+        let mut args = vec!["--config".to_string(), path.display().to_string()];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        args
+    };
+    let output = command(&emulator, config_args(&["--dry-run", "--no-progress"])).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "three plans and the summary");
+    assert_eq!(lines[3]["planned"], 3);
+    assert_eq!(lines[3]["complete"], true);
+    let output = command(&emulator, config_args(&["--dry-run", "--direct"])).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("exactly one of"));
+}
