@@ -282,3 +282,35 @@ async fn the_command_exits_3_on_drift_0_once_repaired_and_2_without_didomi_api()
     assert_eq!(status, 0, "{stderr}");
     assert!(!stderr.contains("user0@"), "no address on stderr: {stderr}");
 }
+
+#[tokio::test]
+async fn an_export_reconciles_exactly_like_the_api() {
+    let emulator = Emulator::start(every_class_seed()).unwrap();
+    let (from_api, _) = reconcile(&emulator, None, false).await;
+    let root = scratch::dir("reconcile-export");
+    let lines: Vec<String> = emulator
+        .didomi()
+        .users()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    std::fs::write(root.join("users.ndjson"), lines.join("\n")).unwrap();
+    let options = ReconcileOptions {
+        show_addresses: false,
+        progress: false,
+    };
+    let config = config_for(&emulator, |_| {});
+    let source = UserSource::export(root, None).unwrap();
+    let from_export = run(
+        source,
+        &config,
+        &reader(&emulator),
+        None,
+        &mut Vec::new(),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(from_export.before, from_api.before);
+    assert_eq!(from_export.users_compared, 7);
+}
