@@ -180,3 +180,65 @@ async fn snapshots_sent_to_the_queue_are_written_by_the_real_bootstrap() {
         "a snapshot never overwrites a newer row"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_sends_to_the_queue_named_by_queue_url() {
+    let emulator =
+        Emulator::start(didomi::seed(0, didomi::didomi_section(users(12), |_| {}))).unwrap();
+    let moto = MotoServer::start().await;
+    let sqs = sqs_client(&moto.endpoint);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("cli-backfill")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let dir = crate::support::scratch::dir("backfill-queue-cli");
+    let path = dir.join("config.json");
+    let mut config = config_json(&emulator);
+    config["didomi_api"] = didomi::didomi_api_json();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let base = emulator.base_url();
+    let endpoint = moto.endpoint.clone();
+    let url = queue_url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cpc-sync"))
+            .args([
+                "backfill",
+                "--config",
+                &path.display().to_string(),
+                "--queue-url",
+                &url,
+                "--no-progress",
+            ])
+            .env("ALLOW_INSECURE_HTTP", "true")
+            .env("AZURE_AUTHORITY_HOST", &base)
+            .env("DIDOMI_API_URL", format!("{base}/v1"))
+            .env("AWS_ENDPOINT_URL_SQS", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret-access-key")
+            .env_remove("SECRET_ID")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (summary["mode"].as_str(), summary["enqueued"].as_u64()),
+        (Some("queue"), Some(12))
+    );
+    let records = drain(&sqs, &queue_url).await;
+    assert_eq!(records.len(), 12);
+    let body: Value = serde_json::from_str(records[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["type"], "didomi-cpc-sync.snapshot");
+}
