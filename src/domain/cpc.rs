@@ -1,26 +1,16 @@
-//! The Dataverse records this product reads and writes, as plain data, and the
-//! option values of `msdynmkt_contactpointconsent4` (reference
-//! `dataverse-consent.md` §1). Shared by the pure write planner and the Web API
-//! client; no I/O here.
+//! The Contact Point Consent schema as the product's rules see it: the
+//! records this product reads and writes, as plain data, and the option values
+//! of `msdynmkt_contactpointconsent4`. Shared by the pure write planner and the
+//! Web API client; no I/O here. Table, column and navigation-property names are
+//! wire details and live in `adapters::dataverse::wire`.
+
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Entity set of the Contact Point Consent table.
-pub const CONSENT_SET: &str = "msdynmkt_contactpointconsent4s";
-/// Primary key column of the Contact Point Consent table.
-pub const CONSENT_ID: &str = "msdynmkt_contactpointconsent4id";
-/// Entity set of purposes.
-pub const PURPOSE_SET: &str = "msdynmkt_purposes";
-/// Entity set of topics.
-pub const TOPIC_SET: &str = "msdynmkt_topics";
-/// Entity set of contacts.
-pub const CONTACT_SET: &str = "contacts";
-/// Navigation property for the purpose lookup (case-sensitive, capital `I`).
-pub const PURPOSE_NAV: &str = "msdynmkt_purposeId";
-/// Navigation property for the topic lookup (case-sensitive, capital `I`).
-pub const TOPIC_NAV: &str = "msdynmkt_topicId";
+use crate::domain::decision::ConsentValue;
 
 /// `msdynmkt_contactpointtype`: Email.
 pub const CHANNEL_EMAIL: i32 = 534_120_000;
@@ -53,6 +43,60 @@ pub const SOURCE_INTERNAL: i32 = 534_120_000;
 pub const REASON_MAX_LEN: usize = 500;
 /// Maximum length of `msdynmkt_contactpointvalue`.
 pub const CONTACT_POINT_MAX_LEN: usize = 400;
+
+/// `msdynmkt_contactpointconsenttype`: whether a row grants a purpose or a topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentType {
+    /// Consent to a purpose (commercial or transactional communication).
+    Purpose,
+    /// Consent to a topic within a purpose.
+    Topic,
+}
+
+impl ConsentType {
+    /// The option value Dataverse stores.
+    pub fn option_value(self) -> i32 {
+        match self {
+            ConsentType::Purpose => CONSENT_TYPE_PURPOSE,
+            ConsentType::Topic => CONSENT_TYPE_TOPIC,
+        }
+    }
+
+    /// The inverse of [`ConsentType::option_value`]; `None` for anything else.
+    pub fn from_option_value(value: i32) -> Option<Self> {
+        match value {
+            CONSENT_TYPE_PURPOSE => Some(ConsentType::Purpose),
+            CONSENT_TYPE_TOPIC => Some(ConsentType::Topic),
+            _ => None,
+        }
+    }
+}
+
+/// The identity of a contact point (an email address) for comparisons: the
+/// one place that decides which spellings are the same address. Dataverse
+/// compares strings case-insensitively, so the key folds case; the address
+/// itself is always written as it was spelt.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContactPointKey(String);
+
+impl ContactPointKey {
+    /// The key of `address`: surrounding whitespace dropped, case folded.
+    pub fn of(address: &str) -> Self {
+        Self(address.trim().to_lowercase())
+    }
+
+    /// The folded form, for deterministic ids and sorting.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContactPointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A purpose as read from `msdynmkt_purposes`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,14 +142,15 @@ pub struct ConsentRow {
     pub contact_point: String,
     /// `msdynmkt_contactpointtype` (channel); only Email rows are read.
     pub channel: i32,
-    /// `msdynmkt_contactpointconsenttype` (Purpose/Topic); may be null on rows written by others.
-    pub consent_type: Option<i32>,
+    /// `msdynmkt_contactpointconsenttype` (Purpose/Topic); may be null or
+    /// unknown on rows written by others.
+    pub consent_type: Option<ConsentType>,
     /// `_msdynmkt_purposeid_value`.
     pub purpose_id: Option<Uuid>,
     /// `_msdynmkt_topicid_value`.
     pub topic_id: Option<Uuid>,
-    /// `msdynmkt_value`.
-    pub value: Option<i32>,
+    /// `msdynmkt_value`; `None` for Not Set (or a value this product does not know).
+    pub value: Option<ConsentValue>,
     /// `msdynmkt_reason` (where this product keeps its ordering marker).
     pub reason: Option<String>,
     /// `statecode` (0 active, 1 inactive).
@@ -126,9 +171,9 @@ pub struct NewConsent {
     /// `msdynmkt_contactpointvalue`: the email address as stored on the contact.
     pub contact_point: String,
     /// `msdynmkt_contactpointconsenttype`: Purpose or Topic.
-    pub consent_type: i32,
+    pub consent_type: ConsentType,
     /// `msdynmkt_value`.
-    pub value: i32,
+    pub value: ConsentValue,
     /// Bound through `msdynmkt_purposeId@odata.bind`; for a topic row, the topic's parent.
     pub purpose_id: Uuid,
     /// Bound through `msdynmkt_topicId@odata.bind` for topic rows.
@@ -145,7 +190,7 @@ pub struct ConsentUpdate {
     /// The row to update.
     pub id: Uuid,
     /// `msdynmkt_value`.
-    pub value: i32,
+    pub value: ConsentValue,
     /// `msdynmkt_source`.
     pub source: i32,
     /// `msdynmkt_reason`: the ordering marker.

@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::domain::decision::ConsentPlan;
-use crate::domain::mapping::{RejectedWebhook, plan_body, plan_value};
-use crate::lambda::events::{Inbound, InboundError, SqsMessage, classify};
+use crate::domain::decision::{ConsentPlan, SkipReason};
+use crate::domain::mapping::RejectedWebhook;
+use crate::lambda::events::{InboundError, SqsMessage, classify};
+use crate::lambda::planning::{PlanResult, PlannedInvocation, plan_inbound};
 use crate::redact::{mask_emails_in, mask_identifier};
 use crate::service::{ConsentStore, MessageOutcome, SyncService};
 
@@ -78,12 +79,12 @@ impl<S: ConsentStore> Handler<S> {
     /// Handles one invocation.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
         let deadline = self.work_deadline(event.context.deadline());
-        match classify(event.payload)? {
-            Inbound::Sqs(messages) => Ok(self.sqs(messages, deadline).await),
-            Inbound::Http { body, request_id } => {
-                Ok(self.http(&body, request_id.as_deref(), deadline).await)
+        match plan_inbound(classify(event.payload)?, self.rules()) {
+            PlannedInvocation::Sqs(messages) => Ok(self.sqs(messages, deadline).await),
+            PlannedInvocation::Http { request_id, item } => {
+                Ok(self.http(item, request_id.as_deref(), deadline).await)
             }
-            Inbound::Direct(envelope) => self.direct(envelope, deadline).await,
+            PlannedInvocation::Direct(item) => self.direct(item, deadline).await,
         }
     }
 
@@ -96,11 +97,8 @@ impl<S: ConsentStore> Handler<S> {
         Instant::now() + remaining.saturating_sub(self.safety_margin)
     }
 
-    async fn sqs(&self, messages: Vec<SqsMessage>, deadline: Instant) -> Value {
-        let items: Vec<Result<ConsentPlan, RejectedWebhook>> = messages
-            .iter()
-            .map(|message| plan_isolated(|| plan_body(message.body.as_bytes(), self.rules())))
-            .collect();
+    async fn sqs(&self, messages: Vec<(SqsMessage, PlanResult)>, deadline: Instant) -> Value {
+        let (messages, items): (Vec<SqsMessage>, Vec<PlanResult>) = messages.into_iter().unzip();
         let outcomes = self.process(&items, deadline).await;
         let mut failures = Vec::new();
         for ((message, item), outcome) in messages.iter().zip(&items).zip(&outcomes) {
@@ -112,8 +110,7 @@ impl<S: ConsentStore> Handler<S> {
         json!({ "batchItemFailures": failures })
     }
 
-    async fn http(&self, body: &[u8], request_id: Option<&str>, deadline: Instant) -> Value {
-        let item = plan_isolated(|| plan_body(body, self.rules()));
+    async fn http(&self, item: PlanResult, request_id: Option<&str>, deadline: Instant) -> Value {
         if let Err(rejected) = &item {
             warn!(request_id, error = %mask_emails_in(&rejected.to_string()), "webhook rejected");
             return http_response(400, &json!({ "error": rejected.to_string() }), None);
@@ -140,8 +137,7 @@ impl<S: ConsentStore> Handler<S> {
         }
     }
 
-    async fn direct(&self, envelope: Value, deadline: Instant) -> Result<Value, HandlerError> {
-        let item = plan_isolated(|| plan_value(envelope, self.rules()));
+    async fn direct(&self, item: PlanResult, deadline: Instant) -> Result<Value, HandlerError> {
         let outcome = self
             .process(std::slice::from_ref(&item), deadline)
             .await
@@ -174,7 +170,7 @@ impl<S: ConsentStore> Handler<S> {
                     },
                     // A skip needed no write, so it stands whatever happened below.
                     Ok(plan) if !plan.is_write() => MessageOutcome::Skipped {
-                        reason: plan.reason.clone().unwrap_or_default(),
+                        reason: plan.reason.clone().unwrap_or(SkipReason::NothingMapped),
                     },
                     Ok(_) => MessageOutcome::Failed {
                         error: error.to_string(),
@@ -212,20 +208,6 @@ fn time_left(deadline: SystemTime, now: SystemTime) -> Duration {
         Ok(since_epoch) if since_epoch < EARLIEST_EPOCH_DEADLINE => since_epoch,
         _ => deadline.duration_since(now).unwrap_or_default(),
     }
-}
-
-/// Plans one webhook; a panic in planning is contained to its message.
-fn plan_isolated(
-    plan: impl FnOnce() -> Result<ConsentPlan, RejectedWebhook>,
-) -> Result<ConsentPlan, RejectedWebhook> {
-    std::panic::catch_unwind(AssertUnwindSafe(plan)).unwrap_or_else(|_| {
-        Err(RejectedWebhook::Webhook(
-            crate::domain::didomi::WebhookError::Invalid {
-                path: "$".into(),
-                message: "internal error while reading this webhook".into(),
-            },
-        ))
-    })
 }
 
 fn summary(item: &Result<ConsentPlan, RejectedWebhook>, outcome: &MessageOutcome) -> Value {
@@ -280,7 +262,7 @@ fn log_outcome(
             event_id, user, created, updated, stale, replayed, "consent written"
         ),
         MessageOutcome::Skipped { reason } => {
-            info!(message_id, event_id, user, reason = %mask_emails_in(reason), "webhook skipped")
+            info!(message_id, event_id, user, reason = %mask_emails_in(&reason.to_string()), skip_category = reason.category(), "webhook skipped")
         }
         MessageOutcome::Failed { error, retryable } => {
             warn!(message_id, event_id, user, retryable, error = %mask_emails_in(error), "webhook failed")
@@ -396,12 +378,6 @@ mod tests {
 
     fn record(id: &str, body: &str) -> Value {
         json!({"messageId": id, "eventSource": "aws:sqs", "body": body})
-    }
-
-    #[test]
-    fn a_panic_while_planning_becomes_that_messages_rejection() {
-        let result = plan_isolated(|| panic!("planner bug"));
-        assert!(matches!(result, Err(RejectedWebhook::Webhook(_))));
     }
 
     #[tokio::test]

@@ -4,4 +4,5 @@
 
 pub mod events;
 pub mod handler;
+pub mod planning;
 pub mod startup;

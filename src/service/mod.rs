@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::config::IntegrationConfig;
-use crate::domain::cpc::WriteOp;
-use crate::domain::decision::ConsentPlan;
+use crate::domain::cpc::{ContactPointKey, WriteOp};
+use crate::domain::decision::{ConsentPlan, SkipReason};
 use crate::domain::mapping::RejectedWebhook;
 use crate::domain::writes::{
     Catalog, ContactPoints, ContactSettings, PlannedMessage, contact_points, plan_writes,
@@ -39,7 +39,7 @@ pub enum MessageOutcome {
     /// Nothing to write; acknowledged with this reason.
     Skipped {
         /// Why.
-        reason: String,
+        reason: SkipReason,
     },
     /// Not done; the queue should deliver it again (or park it in the DLQ).
     Failed {
@@ -100,10 +100,7 @@ impl<S: ConsentStore> SyncService<S> {
             .map(|item| match item {
                 Err(rejected) => Some(MessageOutcome::failed(rejected.to_string(), false)),
                 Ok(plan) if !plan.is_write() => Some(MessageOutcome::Skipped {
-                    reason: plan
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "nothing to write".into()),
+                    reason: plan.reason.clone().unwrap_or(SkipReason::NothingMapped),
                 }),
                 Ok(_) => None,
             })
@@ -262,7 +259,7 @@ impl<S: ConsentStore> SyncService<S> {
 fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
     let mut seen = BTreeMap::new();
     for value in values {
-        seen.entry(value.trim().to_lowercase()).or_insert(value);
+        seen.entry(ContactPointKey::of(&value)).or_insert(value);
     }
     seen.into_values().collect()
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::IntegrationConfig;
-use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic};
+use crate::domain::cpc::{ConsentRow, ConsentType, Contact, Purpose, Topic};
 use crate::domain::decision::{ConsentValue, Decision, Outcome, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +141,7 @@ fn write_plan(user: &str, event: &str) -> Result<ConsentPlan, RejectedWebhook> {
 fn skip_plan() -> Result<ConsentPlan, RejectedWebhook> {
     Ok(ConsentPlan {
         outcome: Outcome::Skip,
-        reason: Some("nothing in the event matches a mapping".into()),
+        reason: Some(SkipReason::NothingMapped),
         event_id: None,
         regulation: None,
         organization_user_id: None,
@@ -216,7 +216,7 @@ async fn unknown_contact_is_skipped_without_upsert_mode() {
     let MessageOutcome::Skipped { reason } = &outcomes[0] else {
         panic!("{outcomes:?}")
     };
-    assert!(reason.contains("upsert_mode is off"));
+    assert!(reason.to_string().contains("upsert_mode is off"));
     assert_eq!(*store.calls.lock().unwrap(), ["contacts"]);
 }
 
@@ -337,10 +337,10 @@ async fn nothing_newer_to_write_skips_the_batch_call() {
         id: Uuid::new_v4(),
         contact_point: "a@example.com".into(),
         channel: crate::domain::cpc::CHANNEL_EMAIL,
-        consent_type: Some(crate::domain::cpc::CONSENT_TYPE_PURPOSE),
+        consent_type: Some(ConsentType::Purpose),
         purpose_id: Some(PURPOSE),
         topic_id: None,
-        value: Some(crate::domain::cpc::CONSENT_OPTED_IN),
+        value: Some(ConsentValue::OptedIn),
         reason: Some(marker.to_reason()),
         state: 0,
         modified_on: Utc::now(),

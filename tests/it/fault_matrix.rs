@@ -693,7 +693,9 @@ async fn odata_injection_in_organization_user_id_matches_no_contact() {
             panic!("{user}: {outcome:?}");
         };
         assert!(
-            reason.contains("no contact has emailaddress1 equal to organization_user_id"),
+            reason
+                .to_string()
+                .contains("no contact has emailaddress1 equal to organization_user_id"),
             "{user}: no existing contact may match: {reason}"
         );
     }

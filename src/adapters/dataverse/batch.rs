@@ -6,10 +6,10 @@
 //! others. Dataverse rejects bare-LF request bodies, so requests use CRLF
 //! everywhere; answers are read with either line ending.
 
-use crate::domain::cpc::{CONSENT_SET, CONTACT_SET, WriteOp};
+use crate::domain::cpc::WriteOp;
 
 use super::odata::check_property;
-use super::wire;
+use super::wire::{self, CONSENT_SET, CONTACT_SET};
 
 /// Most requests Dataverse accepts in one `$batch`.
 pub const MAX_PARTS: usize = 1000;
@@ -253,7 +253,8 @@ fn parse_http(lines: &[&str]) -> Result<PartResponse, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::cpc::{ConsentUpdate, NewConsent, NewContact};
+    use crate::domain::cpc::{ConsentType, ConsentUpdate, NewConsent, NewContact};
+    use crate::domain::decision::ConsentValue;
     use uuid::Uuid;
 
     const API: &str = "/api/data/v9.2/";
@@ -263,11 +264,11 @@ mod tests {
             id: Uuid::from_u128(0xa1),
             contact_point: "jane.doe@example.com".into(),
             consent_type: if topic.is_some() {
-                534_120_001
+                ConsentType::Topic
             } else {
-                534_120_000
+                ConsentType::Purpose
             },
-            value: 534_120_001,
+            value: ConsentValue::OptedIn,
             purpose_id: Uuid::from_u128(3),
             topic_id: topic.map(Uuid::from_u128),
             source: 534_120_000,
@@ -282,7 +283,7 @@ mod tests {
             part_for(
                 &WriteOp::UpdateConsent(ConsentUpdate {
                     id: Uuid::from_u128(0xb2),
-                    value: 534_120_002,
+                    value: ConsentValue::OptedOut,
                     source: 534_120_000,
                     reason: "r".into(),
                 }),

@@ -28,10 +28,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::adapters::entra::TokenSource;
-use crate::domain::cpc::{
-    CHANNEL_EMAIL, CONSENT_SET, CONTACT_SET, ConsentRow, Contact, PURPOSE_SET, Purpose, TOPIC_SET,
-    Topic, WriteOp,
-};
+use crate::domain::cpc::{CHANNEL_EMAIL, ConsentRow, Contact, Purpose, Topic, WriteOp};
+use wire::{CONSENT_SET, CONTACT_SET, PURPOSE_SET, TOPIC_SET};
 
 pub use error::{DataverseError, ErrorKind};
 pub use retry::RetryPolicy;

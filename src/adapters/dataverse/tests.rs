@@ -14,7 +14,8 @@ use uuid::Uuid;
 use super::*;
 use crate::adapters::entra::{AuthError, BoxFuture, TokenSource};
 use crate::adapters::http::http_client;
-use crate::domain::cpc::{ConsentUpdate, NewConsent};
+use crate::domain::cpc::{ConsentType, ConsentUpdate, NewConsent};
+use crate::domain::decision::ConsentValue;
 use crate::redact::SecretString;
 
 /// Hands out `token-<n>`, where n counts forced refreshes.
@@ -612,8 +613,8 @@ fn new_consent(id: u128) -> WriteOp {
     WriteOp::CreateConsent(NewConsent {
         id: Uuid::from_u128(id),
         contact_point: "a+b@x.com".into(),
-        consent_type: 534_120_000,
-        value: 534_120_001,
+        consent_type: ConsentType::Purpose,
+        value: ConsentValue::OptedIn,
         purpose_id: Uuid::from_u128(3),
         topic_id: None,
         source: 534_120_000,
@@ -658,7 +659,7 @@ async fn batch_maps_parts_and_resends_throttled_ones_once() {
         new_consent(2),
         WriteOp::UpdateConsent(ConsentUpdate {
             id: Uuid::from_u128(9),
-            value: 534_120_002,
+            value: ConsentValue::OptedOut,
             source: 534_120_000,
             reason: "m".into(),
         }),

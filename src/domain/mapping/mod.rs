@@ -4,10 +4,10 @@
 mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+pub use crate::domain::decision::SkipReason;
 use crate::domain::decision::{ConsentPlan, ConsentValue, Decision, Outcome, Target};
 use crate::domain::didomi::{
     ConsentEvent, Consents, DidomiUser, EventStatus, Webhook, WebhookError, WebhookKind,
@@ -41,70 +41,6 @@ pub struct MappingRules {
     pub value_owners: ValueOwners,
 }
 
-/// Why a webhook leads to no write. Each is acknowledged and logged, never
-/// retried: the same webhook would be skipped again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    /// The type is not listed in `properties.webhook_types`.
-    TypeNotEnabled(WebhookKind),
-    /// `event.deleted` / `user.deleted`.
-    Deleted(WebhookKind),
-    /// A type Didomi may add in the future.
-    UnknownType(String),
-    /// Anonymous traffic (cookie banner): no contact to match.
-    NoOrganizationUserId,
-    /// The event waits for approval.
-    PendingApproval,
-    /// A status other than `confirmed`/`pending_approval`.
-    StatusNotConfirmed(String),
-    /// The regulation is outside `properties.regulations`.
-    RegulationNotAllowed {
-        /// The event's regulation.
-        regulation: String,
-        /// The allow-list.
-        allowed: Vec<String>,
-    },
-    /// No mapping selects anything the event decides.
-    NothingMapped,
-    /// `user.updated`: no mapped decision differs between old and new state.
-    NothingChanged,
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SkipReason::TypeNotEnabled(kind) => {
-                write!(f, "webhook type {kind} is not enabled in properties.webhook_types")
-            }
-            SkipReason::Deleted(kind) => write!(
-                f,
-                "{kind} is acknowledged without writes: consent rows are an audit trail and are never deleted"
-            ),
-            SkipReason::UnknownType(name) => {
-                write!(f, "unknown webhook type {name:?} is acknowledged without writes")
-            }
-            SkipReason::NoOrganizationUserId => f.write_str(
-                "no organization_user_id: anonymous consent (e.g. cookie banner) cannot be matched to a contact",
-            ),
-            SkipReason::PendingApproval => f.write_str(
-                "status pending_approval: written once an event.updated confirms it",
-            ),
-            SkipReason::StatusNotConfirmed(status) => {
-                write!(f, "status {status:?} is not confirmed")
-            }
-            SkipReason::RegulationNotAllowed { regulation, allowed } => write!(
-                f,
-                "regulation {regulation} is not in properties.regulations [{}]",
-                allowed.join(", ")
-            ),
-            SkipReason::NothingMapped => f.write_str("nothing in the event matches a mapping"),
-            SkipReason::NothingChanged => {
-                f.write_str("no mapped consent changed between old_entity and new_entity")
-            }
-        }
-    }
-}
-
 /// A webhook that should write but cannot be ordered against other decisions.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
@@ -116,13 +52,6 @@ pub enum MappingError {
         /// The field that should have held the time.
         path: &'static str,
     },
-}
-
-impl MappingError {
-    /// Always false: the payload will not grow a timestamp on retry.
-    pub fn is_retryable(&self) -> bool {
-        false
-    }
 }
 
 /// A webhook body that cannot become a plan: malformed, or unorderable.
@@ -229,13 +158,13 @@ struct Draft {
 
 impl Draft {
     fn skip(self, reason: SkipReason) -> ConsentPlan {
-        self.into_plan(Outcome::Skip, Some(reason.to_string()), Vec::new())
+        self.into_plan(Outcome::Skip, Some(reason), Vec::new())
     }
 
     fn into_plan(
         self,
         outcome: Outcome,
-        reason: Option<String>,
+        reason: Option<SkipReason>,
         consents: Vec<Decision>,
     ) -> ConsentPlan {
         ConsentPlan {

@@ -53,9 +53,9 @@ fn decision(plan: &ConsentPlan, target: &str) -> Option<ConsentValue> {
         .map(|d| d.value)
 }
 
-fn skip_reason(plan: &ConsentPlan) -> &str {
+fn skip_reason(plan: &ConsentPlan) -> String {
     assert_eq!(plan.outcome, Outcome::Skip, "{plan:?}");
-    plan.reason.as_deref().unwrap()
+    plan.reason.as_ref().unwrap().to_string()
 }
 
 // --- `<purposeId>` ---------------------------------------------------------

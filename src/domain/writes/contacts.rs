@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use crate::domain::cpc::{CONTACT_POINT_MAX_LEN, Contact, NewContact};
+use crate::domain::cpc::{CONTACT_POINT_MAX_LEN, Contact, ContactPointKey, NewContact};
+use crate::domain::decision::SkipReason;
 
 /// How contacts are matched and created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub enum ContactPoints {
         create: Option<NewContact>,
     },
     /// Nothing to write for this user; the reason is logged and the message acknowledged.
-    Skip(String),
+    Skip(SkipReason),
 }
 
 /// Namespace for the ids of contacts this product creates, so two
@@ -47,7 +48,7 @@ pub fn contact_points(
     settings: &ContactSettings,
 ) -> ContactPoints {
     let wanted = organization_user_id.trim();
-    let wanted_lower = wanted.to_lowercase();
+    let wanted_key = ContactPointKey::of(wanted);
     // Dataverse compares strings case-insensitively, so the query may return
     // contacts whose value differs in case only; they match too.
     let matching: Vec<&Contact> = contacts
@@ -56,7 +57,7 @@ pub fn contact_points(
             contact
                 .match_value
                 .as_deref()
-                .is_some_and(|value| value.trim().to_lowercase() == wanted_lower)
+                .is_some_and(|value| ContactPointKey::of(value) == wanted_key)
         })
         .collect();
     if matching.is_empty() {
@@ -67,24 +68,22 @@ pub fn contact_points(
         .iter()
         .filter_map(|contact| contact.contact_point.as_deref().map(str::trim))
         .filter(|address| !address.is_empty())
-        .filter(|address| seen.insert(address.to_lowercase()))
+        .filter(|address| seen.insert(ContactPointKey::of(address)))
         .map(str::to_string)
         .collect();
     if addresses.is_empty() {
-        return ContactPoints::Skip(format!(
-            "the matching contact has no {}: consent belongs to an address and there is none",
-            settings.point_field
-        ));
+        return ContactPoints::Skip(SkipReason::NoContactPoint {
+            point_field: settings.point_field.clone(),
+        });
     }
     if let Some(long) = addresses
         .iter()
         .find(|address| address.chars().count() > CONTACT_POINT_MAX_LEN)
     {
-        return ContactPoints::Skip(format!(
-            "the contact's {} is {} characters, over Dataverse's {CONTACT_POINT_MAX_LEN}",
-            settings.point_field,
-            long.chars().count()
-        ));
+        return ContactPoints::Skip(SkipReason::ContactPointTooLong {
+            point_field: settings.point_field.clone(),
+            length: long.chars().count(),
+        });
     }
     ContactPoints::Found {
         addresses,
@@ -94,23 +93,21 @@ pub fn contact_points(
 
 fn missing_contact(organization_user_id: &str, settings: &ContactSettings) -> ContactPoints {
     if !settings.upsert_mode {
-        return ContactPoints::Skip(format!(
-            "no contact has {} equal to organization_user_id, and upsert_mode is off",
-            settings.match_field
-        ));
+        return ContactPoints::Skip(SkipReason::NoContact {
+            match_field: settings.match_field.clone(),
+        });
     }
     // The new contact's contact point is `organization_user_id` itself, so it
     // must be an address; anything else would put a CRM id in an email column.
     if !organization_user_id.contains('@') {
-        return ContactPoints::Skip(format!(
-            "upsert_mode creates contacts only for an organization_user_id that is an email address (it becomes {})",
-            settings.point_field
-        ));
+        return ContactPoints::Skip(SkipReason::UpsertNeedsEmail {
+            point_field: settings.point_field.clone(),
+        });
     }
     let key = format!(
         "contact|{}|{}",
         settings.match_field,
-        organization_user_id.to_lowercase()
+        ContactPointKey::of(organization_user_id)
     );
     ContactPoints::Found {
         addresses: vec![organization_user_id.to_string()],
@@ -190,7 +187,10 @@ mod tests {
         else {
             panic!()
         };
-        assert!(reason.contains("upsert_mode is off"), "{reason}");
+        assert!(
+            reason.to_string().contains("upsert_mode is off"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -238,7 +238,7 @@ mod tests {
         else {
             panic!()
         };
-        assert!(reason.contains("no emailaddress1"), "{reason}");
+        assert!(reason.to_string().contains("no emailaddress1"), "{reason}");
     }
 
     #[test]

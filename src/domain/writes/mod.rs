@@ -20,10 +20,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::cpc::{
-    CONSENT_TYPE_PURPOSE, CONSENT_TYPE_TOPIC, ConsentRow, ConsentUpdate, NewConsent, NewContact,
-    WriteOp,
+    ConsentRow, ConsentType, ConsentUpdate, ContactPointKey, NewConsent, NewContact, WriteOp,
 };
-use crate::domain::decision::{ConsentPlan, Target};
+use crate::domain::decision::{ConsentPlan, ConsentValue, Target};
 
 pub use catalog::{Catalog, TargetProblem};
 pub use contacts::{ContactPoints, ContactSettings, contact_points};
@@ -74,7 +73,7 @@ pub struct WritePlan {
 const CONSENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5f0c_4e8e_8b1d_4c55_9a53_2d0e_7f1b_c002);
 
 /// A row's identity for the rules: address (case-insensitive) and target.
-type RowKey = (String, Target);
+type RowKey = (ContactPointKey, Target);
 
 /// A row as the planner sees it while applying the batch in event order.
 #[derive(Clone, Debug)]
@@ -83,8 +82,8 @@ struct RowState {
     contact_point: String,
     purpose_id: Uuid,
     target: Target,
-    original: Option<(Option<i32>, Option<String>)>,
-    value: Option<i32>,
+    original: Option<(Option<ConsentValue>, Option<String>)>,
+    value: Option<ConsentValue>,
     marker: Option<Marker>,
     modified_on: DateTime<Utc>,
     touched_by: BTreeSet<usize>,
@@ -129,7 +128,7 @@ pub fn plan_writes(
     for row in existing {
         if let Some(target) = row_target(row) {
             by_key
-                .entry((row.contact_point.trim().to_lowercase(), target))
+                .entry((ContactPointKey::of(&row.contact_point), target))
                 .or_default()
                 .push(RowState::existing(row, target));
         }
@@ -168,12 +167,12 @@ pub fn plan_writes(
                     continue;
                 };
                 let rows = by_key
-                    .entry((address.trim().to_lowercase(), decision.target))
+                    .entry((ContactPointKey::of(address), decision.target))
                     .or_default();
                 if rows.is_empty() {
                     rows.push(new_row(address, decision.target, purpose_id));
                 }
-                let value = decision.value.option_value();
+                let value = decision.value;
                 for row in rows.iter_mut() {
                     if row
                         .marker
@@ -226,15 +225,16 @@ pub fn plan_writes(
             .as_ref()
             .map(Marker::to_reason)
             .unwrap_or_default();
-        let value = row.value.unwrap_or_default();
+        // Every touched row was given a value above.
+        let Some(value) = row.value else { continue };
         let op = match &row.original {
             None => WriteOp::CreateConsent(NewConsent {
                 id: row.id,
                 contact_point: row.contact_point.clone(),
                 consent_type: if row.target.is_topic() {
-                    CONSENT_TYPE_TOPIC
+                    ConsentType::Topic
                 } else {
-                    CONSENT_TYPE_PURPOSE
+                    ConsentType::Purpose
                 },
                 value,
                 purpose_id: row.purpose_id,
@@ -266,15 +266,13 @@ fn row_target(row: &ConsentRow) -> Option<Target> {
     match (row.topic_id, row.purpose_id, row.consent_type) {
         (Some(topic), _, _) => Some(Target::Topic(topic)),
         (None, Some(purpose), None) => Some(Target::Purpose(purpose)),
-        (None, Some(purpose), Some(kind)) if kind == CONSENT_TYPE_PURPOSE => {
-            Some(Target::Purpose(purpose))
-        }
+        (None, Some(purpose), Some(ConsentType::Purpose)) => Some(Target::Purpose(purpose)),
         _ => None,
     }
 }
 
 fn new_row(address: &str, target: Target, purpose_id: Uuid) -> RowState {
-    let key = format!("consent|{}|{target}", address.trim().to_lowercase());
+    let key = format!("consent|{}|{target}", ContactPointKey::of(address));
     RowState {
         id: Uuid::new_v5(&CONSENT_ID_NAMESPACE, key.as_bytes()),
         contact_point: address.trim().to_string(),

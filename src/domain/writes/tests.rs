@@ -4,9 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::cpc::{
-    CHANNEL_EMAIL, CONSENT_OPTED_IN, CONSENT_OPTED_OUT, Purpose, SOURCE_INTERNAL, Topic,
-};
+use crate::domain::cpc::{CHANNEL_EMAIL, ConsentType, Purpose, SOURCE_INTERNAL, Topic};
 use crate::domain::decision::{ConsentValue, Decision, Outcome};
 
 const PURPOSE: Uuid = Uuid::from_u128(0x1000_0000_0000_0000_0000_0000_0000_0003);
@@ -62,15 +60,21 @@ fn message(index: usize, plan: &ConsentPlan) -> PlannedMessage<'_> {
     }
 }
 
-fn row(id: u128, target: Target, value: i32, reason: Option<&str>, modified: &str) -> ConsentRow {
+fn row(
+    id: u128,
+    target: Target,
+    value: ConsentValue,
+    reason: Option<&str>,
+    modified: &str,
+) -> ConsentRow {
     ConsentRow {
         id: Uuid::from_u128(id),
         contact_point: "Jane.Doe@example.com".into(),
         channel: CHANNEL_EMAIL,
         consent_type: Some(if target.is_topic() {
-            CONSENT_TYPE_TOPIC
+            ConsentType::Topic
         } else {
-            CONSENT_TYPE_PURPOSE
+            ConsentType::Purpose
         }),
         purpose_id: Some(PURPOSE),
         topic_id: target.is_topic().then(|| target.id()),
@@ -128,8 +132,8 @@ fn missing_purpose_row_is_created_with_every_required_column() {
         panic!("{writes:?}")
     };
     assert_eq!(new.contact_point, "jane.doe@example.com");
-    assert_eq!(new.consent_type, CONSENT_TYPE_PURPOSE);
-    assert_eq!(new.value, CONSENT_OPTED_IN);
+    assert_eq!(new.consent_type, ConsentType::Purpose);
+    assert_eq!(new.value, ConsentValue::OptedIn);
     assert_eq!(new.purpose_id, PURPOSE);
     assert_eq!(new.topic_id, None);
     assert_eq!(new.source, SOURCE_INTERNAL);
@@ -146,9 +150,9 @@ fn topic_row_binds_the_topics_parent_purpose() {
     };
     assert_eq!(
         (new.consent_type, new.purpose_id, new.topic_id),
-        (CONSENT_TYPE_TOPIC, PURPOSE, Some(TOPIC))
+        (ConsentType::Topic, PURPOSE, Some(TOPIC))
     );
-    assert_eq!(new.value, CONSENT_OPTED_OUT);
+    assert_eq!(new.value, ConsentValue::OptedOut);
 }
 
 #[test]
@@ -164,10 +168,10 @@ fn created_row_ids_are_stable_for_the_same_address_and_target() {
 
 #[test]
 fn every_duplicate_row_is_updated_active_or_not() {
-    let mut inactive = row(2, P, CONSENT_OPTED_IN, None, "2024-01-01T00:00:00Z");
+    let mut inactive = row(2, P, ConsentValue::OptedIn, None, "2024-01-01T00:00:00Z");
     inactive.state = 1;
     let existing = [
-        row(1, P, CONSENT_OPTED_IN, None, "2024-02-01T00:00:00Z"),
+        row(1, P, ConsentValue::OptedIn, None, "2024-02-01T00:00:00Z"),
         inactive,
     ];
     let p = plan("ev-1", "2025-03-14T09:21:07Z", &[(P, OptedOut)]);
@@ -177,7 +181,7 @@ fn every_duplicate_row_is_updated_active_or_not() {
         .iter()
         .map(|op| match op {
             WriteOp::UpdateConsent(update) => {
-                assert_eq!(update.value, CONSENT_OPTED_OUT);
+                assert_eq!(update.value, ConsentValue::OptedOut);
                 update.id
             }
             other => panic!("{other:?}"),
@@ -188,7 +192,13 @@ fn every_duplicate_row_is_updated_active_or_not() {
 
 #[test]
 fn rows_match_addresses_case_insensitively() {
-    let existing = [row(1, P, CONSENT_OPTED_IN, None, "2024-01-01T00:00:00Z")];
+    let existing = [row(
+        1,
+        P,
+        ConsentValue::OptedIn,
+        None,
+        "2024-01-01T00:00:00Z",
+    )];
     let p = plan("ev-1", "2025-03-14T09:21:07Z", &[(P, OptedOut)]);
     let writes = run(&[message(0, &p)], &existing);
     assert!(
@@ -202,7 +212,7 @@ fn newer_event_confirming_the_value_still_moves_the_marker() {
     let existing = [row(
         1,
         P,
-        CONSENT_OPTED_IN,
+        ConsentValue::OptedIn,
         Some(&ours("ev-1", "2025-03-14T09:21:07Z")),
         "2025-03-14T09:21:09Z",
     )];
@@ -211,7 +221,7 @@ fn newer_event_confirming_the_value_still_moves_the_marker() {
     let [WriteOp::UpdateConsent(update)] = writes.ops.as_slice() else {
         panic!("{writes:?}")
     };
-    assert_eq!(update.value, CONSENT_OPTED_IN);
+    assert_eq!(update.value, ConsentValue::OptedIn);
     assert_eq!(update.reason, ours("ev-2", "2025-04-01T00:00:00Z"));
 }
 
@@ -220,7 +230,7 @@ fn older_event_than_the_rows_marker_is_stale_and_writes_nothing() {
     let existing = [row(
         1,
         P,
-        CONSENT_OPTED_OUT,
+        ConsentValue::OptedOut,
         Some(&ours("ev-2", "2025-04-01T00:00:00Z")),
         "2025-04-01T00:00:02Z",
     )];
@@ -235,7 +245,7 @@ fn replayed_event_writes_nothing() {
     let existing = [row(
         1,
         P,
-        CONSENT_OPTED_IN,
+        ConsentValue::OptedIn,
         Some(&ours("ev-1", "2025-03-14T09:21:07Z")),
         "2025-03-14T09:21:09Z",
     )];
@@ -250,7 +260,7 @@ fn row_written_by_others_after_the_event_wins() {
     let existing = [row(
         1,
         P,
-        CONSENT_OPTED_OUT,
+        ConsentValue::OptedOut,
         Some("Unsubscribed from email"),
         "2025-03-15T00:00:00Z",
     )];
@@ -265,14 +275,14 @@ fn row_written_by_others_before_the_event_is_updated() {
     let existing = [row(
         1,
         P,
-        CONSENT_OPTED_OUT,
+        ConsentValue::OptedOut,
         Some("Loaded from contacts"),
         "2025-01-01T00:00:00Z",
     )];
     let p = plan("ev-1", "2025-03-14T09:21:07Z", &[(P, OptedIn)]);
     let writes = run(&[message(0, &p)], &existing);
     assert!(
-        matches!(writes.ops.as_slice(), [WriteOp::UpdateConsent(u)] if u.value == CONSENT_OPTED_IN)
+        matches!(writes.ops.as_slice(), [WriteOp::UpdateConsent(u)] if u.value == ConsentValue::OptedIn)
     );
 }
 
@@ -284,7 +294,7 @@ fn messages_of_one_batch_apply_in_event_time_order_into_one_write() {
     let [WriteOp::CreateConsent(new)] = writes.ops.as_slice() else {
         panic!("{writes:?}")
     };
-    assert_eq!(new.value, CONSENT_OPTED_OUT);
+    assert_eq!(new.value, ConsentValue::OptedOut);
     assert_eq!(new.reason, ours("ev-2", "2025-04-01T00:00:00Z"));
     assert_eq!(writes.owners[0], BTreeSet::from([0, 1]));
 }
@@ -298,7 +308,7 @@ fn older_event_arriving_in_a_later_batch_cannot_undo_a_newer_choice() {
     let older = plan("ev-1", "2025-03-14T09:21:07Z", &[(P, OptedIn)]);
     let writes = run(&[message(0, &older)], &rows);
     assert!(writes.ops.is_empty(), "{writes:?}");
-    assert_eq!(rows[0].value, Some(CONSENT_OPTED_OUT));
+    assert_eq!(rows[0].value, Some(ConsentValue::OptedOut));
 }
 
 #[test]
@@ -354,7 +364,7 @@ fn contact_to_create_comes_first_and_is_owned_by_its_messages() {
 
 #[test]
 fn rows_without_consent_type_are_read_by_their_lookups() {
-    let mut legacy = row(1, T, CONSENT_OPTED_IN, None, "2024-01-01T00:00:00Z");
+    let mut legacy = row(1, T, ConsentValue::OptedIn, None, "2024-01-01T00:00:00Z");
     legacy.consent_type = None;
     let p = plan("ev-1", "2025-03-14T09:21:07Z", &[(T, OptedOut)]);
     let writes = run(&[message(0, &p)], &[legacy]);
