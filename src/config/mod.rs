@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::domain::decision::Target;
+use crate::domain::writes::ContactSettings;
 use crate::domain::mapping::{Mapping, MappingRules, Selector};
 
 pub use credentials::Credentials;
@@ -24,7 +25,10 @@ pub use endpoints::{
     is_loopback, validate_authority, validate_instance,
 };
 pub use errors::{ConfigError, ConfigErrors};
-pub use properties::{DEFAULT_EMAIL_FIELD, DEFAULT_REGULATIONS, DEFAULT_WEBHOOK_TYPES, Properties};
+pub use properties::{
+    DEFAULT_EMAIL_FIELD, DEFAULT_MAX_CLOCK_SKEW_SECONDS, DEFAULT_REGULATIONS, DEFAULT_WEBHOOK_TYPES,
+    Properties,
+};
 pub use sources::{Environment, merge_documents};
 
 /// The only `type_id` this function implements.
@@ -41,6 +45,9 @@ pub struct IntegrationConfig {
     pub upsert_mode: bool,
     /// Contact and row settings from `properties`.
     pub properties: Properties,
+    /// How contacts are matched, created and stood in for, built once from
+    /// `properties` and `upsert_mode`.
+    pub contacts: ContactSettings,
 }
 
 /// A validated configuration and the warnings (ignored keys, overrides) to log.
@@ -116,6 +123,12 @@ impl IntegrationConfig {
                     credentials,
                     rules,
                     upsert_mode,
+                    contacts: ContactSettings {
+                        match_field: properties.contact_match_field.clone(),
+                        point_field: properties.contact_point_field.clone(),
+                        upsert_mode,
+                        opt_outs_without_contact: properties.write_opt_outs_without_contact,
+                    },
                     properties,
                 },
                 warnings,

@@ -74,16 +74,21 @@ impl ConsentType {
 }
 
 /// The identity of a contact point (an email address) for comparisons: the
-/// one place that decides which spellings are the same address. Dataverse
-/// compares strings case-insensitively, so the key folds case; the address
-/// itself is always written as it was spelt.
+/// one place that decides which spellings are the same address. The key
+/// folds ASCII case, as mail systems do for the domain and in practice for
+/// the local part; the address itself is always written as Dataverse spelt it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContactPointKey(String);
 
 impl ContactPointKey {
     /// The key of `address`: surrounding whitespace dropped, case folded.
+    ///
+    /// Only ASCII letters are folded: Dataverse's collation also folds
+    /// accents and other scripts, but two addresses that differ there are
+    /// different mailboxes (the Kelvin sign `\u{212A}` is not `K`), so they
+    /// never share rows.
     pub fn of(address: &str) -> Self {
-        Self(address.trim().to_lowercase())
+        Self(address.trim().to_ascii_lowercase())
     }
 
     /// The folded form, for deterministic ids and sorting.
@@ -96,6 +101,30 @@ impl fmt::Display for ContactPointKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// True when `id` has the shape of an email address: one `@`, a local part
+/// of at most 64 characters without spaces or control characters, and a
+/// domain of dot-separated labels of letters, digits and hyphens. Only such an
+/// id may become a contact point of its own (a created contact, or opt-outs
+/// written without a contact); anything else is an id of some other system.
+pub fn is_email_address(id: &str) -> bool {
+    let Some((local, domain)) = id.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.chars().count() <= 64
+        && !local.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@');
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = domain.len() <= 255
+        && labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    local_ok && domain_ok
 }
 
 /// A purpose as read from `msdynmkt_purposes`.
@@ -155,8 +184,15 @@ pub struct ConsentRow {
     pub reason: Option<String>,
     /// `statecode` (0 active, 1 inactive).
     pub state: i32,
-    /// `modifiedon` (server write time).
+    /// `modifiedon` (server write time, whole seconds).
     pub modified_on: DateTime<Utc>,
+    /// `_modifiedby_value`: the systemuser who wrote the row last. A row last
+    /// written by anyone but this product's application user was edited in
+    /// Dynamics (preference centre, unsubscribe link, an agent).
+    pub modified_by: Option<Uuid>,
+    /// `@odata.etag`: the row's version, sent back as `If-Match` so an update
+    /// planned from this read cannot overwrite a newer write.
+    pub etag: String,
 }
 
 /// A Contact Point Consent row to create: every ApplicationRequired column.
@@ -184,11 +220,15 @@ pub struct NewConsent {
     pub reason: String,
 }
 
-/// The columns rewritten on an existing consent row (`PATCH` with `If-Match: *`).
+/// The columns rewritten on an existing consent row (`PATCH` with
+/// `If-Match: <etag>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentUpdate {
     /// The row to update.
     pub id: Uuid,
+    /// The version the update was planned from; Dataverse answers 412 when the
+    /// row changed since, and the message is retried from a fresh read.
+    pub etag: String,
     /// `msdynmkt_value`.
     pub value: ConsentValue,
     /// `msdynmkt_source`.
@@ -219,6 +259,41 @@ pub enum WriteOp {
     CreateContact(NewContact),
     /// `PATCH msdynmkt_contactpointconsent4s(<id>)` with `If-None-Match: *` (create only).
     CreateConsent(NewConsent),
-    /// `PATCH msdynmkt_contactpointconsent4s(<id>)` with `If-Match: *`.
+    /// `PATCH msdynmkt_contactpointconsent4s(<id>)` with `If-Match: <etag>`.
     UpdateConsent(ConsentUpdate),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_tagged_addresses_are_email_addresses() {
+        for id in ["jane.doe@example.com", "o'brien+news@example.com", "a@b.co", "ana@münchen.de"] {
+            assert!(is_email_address(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn crm_ids_and_injection_attempts_are_not_email_addresses() {
+        for id in [
+            "crm-4711",
+            "a@b.com' or contains(emailaddress1,'@')",
+            "x@y",
+            "@example.com",
+            "jane@@example.com",
+            "jane doe@example.com",
+            "jane@exa_mple.com",
+            "jane@-example.com",
+        ] {
+            assert!(!is_email_address(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn contact_point_keys_fold_ascii_case_only() {
+        assert_eq!(ContactPointKey::of(" Jane@Example.COM "), ContactPointKey::of("jane@example.com"));
+        assert_ne!(ContactPointKey::of("\u{212A}ate@x.com"), ContactPointKey::of("kate@x.com"));
+        assert_ne!(ContactPointKey::of("ÉMILE@x.com"), ContactPointKey::of("émile@x.com"));
+    }
 }

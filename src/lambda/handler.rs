@@ -274,9 +274,10 @@ fn log_outcome(
 mod tests {
     use super::*;
     use crate::config::IntegrationConfig;
-    use crate::domain::cpc::{ConsentRow, Contact, WriteOp};
+    use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic, WriteOp};
     use crate::domain::writes::Catalog;
-    use crate::service::StoreError;
+    use crate::service::{Metadata, StoreError};
+    use uuid::Uuid;
     use std::sync::Arc;
 
     #[derive(Debug, thiserror::Error)]
@@ -298,6 +299,15 @@ mod tests {
 
     impl ConsentStore for PanickingStore {
         type Error = Never;
+        async fn own_user(&self, _: Instant) -> Result<Uuid, Never> {
+            panic!("store bug")
+        }
+        async fn purposes_and_topics(
+            &self,
+            _: Instant,
+        ) -> Result<(Vec<Purpose>, Vec<Topic>), Never> {
+            panic!("store bug")
+        }
         async fn find_contacts(
             &self,
             _: &str,
@@ -324,6 +334,15 @@ mod tests {
 
     impl ConsentStore for HangingStore {
         type Error = Never;
+        async fn own_user(&self, _: Instant) -> Result<Uuid, Never> {
+            std::future::pending().await
+        }
+        async fn purposes_and_topics(
+            &self,
+            _: Instant,
+        ) -> Result<(Vec<Purpose>, Vec<Topic>), Never> {
+            std::future::pending().await
+        }
         async fn find_contacts(
             &self,
             _: &str,
@@ -354,7 +373,11 @@ mod tests {
         let config = IntegrationConfig::from_document(&document, false)
             .unwrap()
             .config;
-        let service = SyncService::new(store, Arc::new(config), Arc::new(Catalog::default()));
+        let service = SyncService::new(store, Arc::new(config)).with_metadata(Metadata {
+            catalog: Catalog::default(),
+            own_user: Uuid::nil(),
+            notes: Vec::new(),
+        });
         Handler::new(service, Duration::from_millis(100))
     }
 

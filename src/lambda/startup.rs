@@ -15,9 +15,9 @@ use crate::adapters::secrets_manager::{
     DEFAULT_SECRET_TTL, SecretsError, SecretsManagerSource, sdk_client,
 };
 use crate::config::{ConfigErrors, Environment, IntegrationConfig, merge_documents};
-use crate::domain::writes::{Catalog, TargetProblem};
+use crate::domain::writes::TargetProblem;
 use crate::lambda::handler::Handler;
-use crate::service::SyncService;
+use crate::service::{MetadataError, SyncService};
 
 /// Time kept back from each invocation's deadline to report unfinished
 /// messages before Lambda stops the function.
@@ -149,20 +149,16 @@ pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
         tokens,
         RetryPolicy::default(),
     );
+    let service = SyncService::new(client, config.clone());
     let deadline = Instant::now() + STARTUP_BUDGET;
-    let (purposes, topics) = tokio::try_join!(client.purposes(deadline), client.topics(deadline))?;
-    let catalog = Catalog::new(purposes, topics);
-    let targets = config.targets();
-    let (fatal, notes): (Vec<_>, Vec<_>) = catalog
-        .check(&targets)
-        .into_iter()
-        .partition(|problem| problem.fatal);
-    for note in notes {
+    let metadata = service.metadata(deadline).await.map_err(|err| match err {
+        MetadataError::Store(err) => InitError::Dataverse(err),
+        MetadataError::UnknownTargets(problems) => InitError::UnknownTargets(problems),
+    })?;
+    for note in &metadata.notes {
         warn!(target_id = %note.target, problem = %note.problem, "mapping target needs attention");
     }
-    if !fatal.is_empty() {
-        return Err(InitError::UnknownTargets(fatal));
-    }
+    let targets = config.targets();
     info!(
         instance = %config.credentials.instance,
         mappings = config.rules.mappings.len(),
@@ -170,8 +166,5 @@ pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
         upsert_mode = config.upsert_mode,
         "ready"
     );
-    Ok(Handler::new(
-        SyncService::new(client, config, Arc::new(catalog)),
-        SAFETY_MARGIN,
-    ))
+    Ok(Handler::new(service, SAFETY_MARGIN))
 }

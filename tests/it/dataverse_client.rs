@@ -334,6 +334,7 @@ async fn one_batch_creates_and_updates_with_the_right_binds() {
         )),
         WriteOp::UpdateConsent(ConsentUpdate {
             id: EXISTING_ROW.parse().unwrap(),
+            etag: "*".into(),
             value: ConsentValue::OptedIn,
             source: SOURCE_INTERNAL,
             reason: "didomi:evt-2@2024-05-15T00:00:00Z".into(),
@@ -409,6 +410,7 @@ async fn bad_writes_fail_alone_without_panics() {
         WriteOp::CreateConsent(too_long),
         WriteOp::UpdateConsent(ConsentUpdate {
             id: Uuid::from_u128(0xbeef),
+            etag: "*".into(),
             value: ConsentValue::OptedIn,
             source: SOURCE_INTERNAL,
             reason: "x".into(),
@@ -516,7 +518,7 @@ async fn expired_token_is_refreshed_once() {
 }
 
 #[tokio::test]
-async fn not_an_application_user_is_permanent_after_one_request() {
+async fn not_an_application_user_is_not_resent_but_retryable_once_fixed() {
     let env = start();
     env.emulator.set_faults(faults(json!([
         {"path_contains": "/api/data/", "times": null, "action": {"status": 403, "code": "0x80072560"}}
@@ -526,7 +528,9 @@ async fn not_an_application_user_is_permanent_after_one_request() {
         .consent_rows(&["jane.doe@example.com".into()], in_secs(10))
         .await
         .unwrap_err();
-    assert!(!error.is_retryable());
+    // Fixed in the Power Platform admin centre, not by a redeploy: the
+    // message goes back to the queue with backoff, and is not resent now.
+    assert!(error.is_retryable() && !error.is_transient());
     assert_eq!(error.status(), Some(403));
     assert_eq!(error.code(), Some("0x80072560"));
     assert!(error.to_string().contains("Application User"), "{error}");
@@ -586,6 +590,7 @@ async fn lost_batch_answer_is_retried_without_duplicate_rows() {
         )),
         WriteOp::UpdateConsent(ConsentUpdate {
             id: EXISTING_ROW.parse().unwrap(),
+            etag: "*".into(),
             value: ConsentValue::OptedIn,
             source: SOURCE_INTERNAL,
             reason: "didomi:evt-3@2024-05-16T00:00:00Z".into(),

@@ -18,7 +18,7 @@ use didomi_cpc_sync::adapters::dataverse::DataverseClient;
 use didomi_cpc_sync::domain::cpc::{CONSENT_OPTED_IN, Purpose, Topic};
 use didomi_cpc_sync::domain::decision::Target;
 use didomi_cpc_sync::domain::writes::Catalog;
-use didomi_cpc_sync::service::{MessageOutcome, SyncService};
+use didomi_cpc_sync::service::{MessageOutcome, Metadata, SyncService};
 use inprocess::{
     RowView, client_for, config_for, dataverse_requests, demo_seed_json, event, fast_policy,
     has_no_duplicates, process, seed_from, seed_with_users, service_with, table,
@@ -418,7 +418,7 @@ async fn token_endpoint_down_fails_the_writers_retryably_until_it_is_back() {
 // ------------------------------------------------------------- 8. no app user
 
 #[tokio::test]
-async fn not_an_application_user_fails_permanently_after_one_batch() {
+async fn not_an_application_user_fails_retryably_after_one_batch() {
     let webhooks = standard_webhooks();
     let (emulator, service) = start(standard_seed()).await;
     let before = table(&emulator);
@@ -427,7 +427,8 @@ async fn not_an_application_user_fails_permanently_after_one_batch() {
          "action": {"status": 403, "code": "0x80072560"}}
     ])));
     let outcomes = process(&service, &webhooks, BUDGET).await;
-    assert_writers_failed(&outcomes, false);
+    // An operator fixes it in Dynamics; the queue keeps the messages meanwhile.
+    assert_writers_failed(&outcomes, true);
     for index in WRITERS {
         let MessageOutcome::Failed { error, .. } = &outcomes[index] else {
             unreachable!()
@@ -466,11 +467,15 @@ async fn only_the_message_mapped_to_a_missing_topic_fails() {
         purpose_id: Some(COMMERCIAL.parse().unwrap()),
         active: true,
     });
-    let service = SyncService::new(
-        client,
-        Arc::new(config),
-        Arc::new(Catalog::new(purposes, topics)),
-    );
+    let own_user = client
+        .who_am_i(tokio::time::Instant::now() + BUDGET)
+        .await
+        .unwrap();
+    let service = SyncService::new(client, Arc::new(config)).with_metadata(Metadata {
+        catalog: Catalog::new(purposes, topics),
+        own_user,
+        notes: Vec::new(),
+    });
     let outcomes = process(&service, &webhooks, BUDGET).await;
 
     assert!(is_failed(&outcomes[0], false), "{outcomes:?}");

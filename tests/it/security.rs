@@ -170,6 +170,7 @@ fn soon() -> Instant {
 fn update() -> Vec<WriteOp> {
     vec![WriteOp::UpdateConsent(ConsentUpdate {
         id: "f1a2b3c4-d5e6-4f70-8192-a3b4c5d6e7f8".parse().unwrap(),
+        etag: "*".into(),
         value: ConsentValue::OptedIn,
         source: SOURCE_INTERNAL,
         reason: "didomi:evt-1@2025-03-14T09:00:00Z".into(),

@@ -209,6 +209,22 @@ impl DataverseClient {
         Ok(consents)
     }
 
+    /// The systemuser id of the application user this client writes as
+    /// (`GET WhoAmI` → `UserId`).
+    pub async fn who_am_i(&self, deadline: Instant) -> Result<Uuid, DataverseError> {
+        const OPERATION: &str = "WhoAmI";
+        let url = self.collection_url("WhoAmI", "")?;
+        let request = Request {
+            operation: OPERATION,
+            method: Method::GET,
+            url: &url,
+            body: None,
+            prefer: None,
+        };
+        let answer = self.inner.send(&request, deadline).await?;
+        wire::who_am_i(&answer.body).map_err(|e| protocol(OPERATION, e))
+    }
+
     /// All purposes, for start-up checks of the mapping.
     pub async fn purposes(&self, deadline: Instant) -> Result<Vec<Purpose>, DataverseError> {
         const OPERATION: &str = "query purposes";
@@ -409,13 +425,8 @@ impl Inner {
         let text = String::from_utf8_lossy(&answer.body);
         let responses = batch::parse_response(answer.content_type(), &text)
             .map_err(|e| protocol(OPERATION, e).with_request_id(request_id(&answer.headers)))?;
-        if responses.len() > parts.len() {
-            tracing::warn!(
-                sent = parts.len(),
-                answered = responses.len(),
-                "the $batch answer has more parts than the request; matching them by order"
-            );
-        }
+        check_one_answer_per_request(&responses, parts.len())
+            .map_err(|e| e.with_request_id(request_id(&answer.headers)))?;
         Ok(parts
             .iter()
             .enumerate()
@@ -509,6 +520,35 @@ fn part_error(
 }
 
 /// "$batch part 3 (create consent)", numbered from 1 in the caller's order.
+/// A `$batch` answer must hold exactly one part per request, in order: a
+/// missing, extra or reordered part means no part can be matched to its
+/// request with certainty, so the whole batch fails (retryably: every write
+/// is idempotent, and the next delivery re-reads).
+fn check_one_answer_per_request(
+    responses: &[batch::PartResponse],
+    sent: usize,
+) -> Result<(), DataverseError> {
+    let mismatch = |message: String| DataverseError::new("$batch", ErrorKind::BatchMismatch(message));
+    if responses.len() != sent {
+        return Err(mismatch(format!(
+            "{sent} requests, {} answer parts",
+            responses.len()
+        )));
+    }
+    for (position, response) in responses.iter().enumerate() {
+        let expected = (position + 1).to_string();
+        if let Some(id) = &response.content_id
+            && id.trim() != expected
+        {
+            return Err(mismatch(format!(
+                "answer part {} has Content-ID {id:?}, expected {expected}",
+                position + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn part_operation(index: usize, label: &str) -> String {
     format!("$batch part {} ({label})", index + 1)
 }

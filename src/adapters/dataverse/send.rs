@@ -91,7 +91,7 @@ impl Inner {
                 last = Some(error);
                 continue;
             }
-            if !error.is_retryable() || attempt >= max_attempts {
+            if !error.is_transient() || attempt >= max_attempts {
                 return Err(error);
             }
             let wait = self

@@ -1,9 +1,10 @@
 //! [`ConsentStore`] over the Dataverse Web API client.
 
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::adapters::dataverse::{DataverseClient, DataverseError, ErrorKind};
-use crate::domain::cpc::{ConsentRow, Contact, WriteOp};
+use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic, WriteOp};
 use crate::service::{ConsentStore, StoreError};
 
 impl StoreError for DataverseError {
@@ -25,6 +26,17 @@ impl StoreError for DataverseError {
 
 impl ConsentStore for DataverseClient {
     type Error = DataverseError;
+
+    async fn own_user(&self, deadline: Instant) -> Result<Uuid, DataverseError> {
+        self.who_am_i(deadline).await
+    }
+
+    async fn purposes_and_topics(
+        &self,
+        deadline: Instant,
+    ) -> Result<(Vec<Purpose>, Vec<Topic>), DataverseError> {
+        tokio::try_join!(self.purposes(deadline), self.topics(deadline))
+    }
 
     async fn find_contacts(
         &self,

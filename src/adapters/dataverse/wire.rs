@@ -32,7 +32,7 @@ pub const PURPOSE_NAV: &str = "msdynmkt_purposeId";
 pub const TOPIC_NAV: &str = "msdynmkt_topicId";
 
 /// Columns read from consent rows (no `statecode` filter: inactive rows are enforced too).
-pub const CONSENT_SELECT: [&str; 10] = [
+pub const CONSENT_SELECT: [&str; 11] = [
     CONSENT_ID,
     "msdynmkt_contactpointvalue",
     "msdynmkt_contactpointtype",
@@ -43,6 +43,7 @@ pub const CONSENT_SELECT: [&str; 10] = [
     "msdynmkt_reason",
     "statecode",
     "modifiedon",
+    "_modifiedby_value",
 ];
 /// Column holding the contact point value (filtered on).
 pub const CONSENT_VALUE_COLUMN: &str = "msdynmkt_contactpointvalue";
@@ -98,6 +99,8 @@ pub fn parse_error_body(body: &[u8]) -> (Option<String>, String) {
 
 #[derive(Deserialize)]
 struct ConsentRowWire {
+    #[serde(rename = "@odata.etag")]
+    etag: String,
     msdynmkt_contactpointconsent4id: Uuid,
     #[serde(default)]
     msdynmkt_contactpointvalue: Option<String>,
@@ -116,6 +119,8 @@ struct ConsentRowWire {
     #[serde(default)]
     statecode: Option<i32>,
     modifiedon: DateTime<Utc>,
+    #[serde(default)]
+    _modifiedby_value: Option<Uuid>,
 }
 
 /// A consent row from its JSON.
@@ -137,7 +142,31 @@ pub fn consent_row(row: Value) -> Result<ConsentRow, String> {
         reason: wire.msdynmkt_reason,
         state: wire.statecode.unwrap_or(0),
         modified_on: wire.modifiedon,
+        modified_by: wire._modifiedby_value,
+        etag: checked_etag(&wire.etag)?,
     })
+}
+
+/// The `UserId` of a `WhoAmI` answer.
+pub fn who_am_i(body: &[u8]) -> Result<Uuid, String> {
+    #[derive(Deserialize)]
+    struct WhoAmI {
+        #[serde(rename = "UserId")]
+        user_id: Uuid,
+    }
+    serde_json::from_slice::<WhoAmI>(body)
+        .map(|answer| answer.user_id)
+        .map_err(|e| format!("the WhoAmI answer has no UserId GUID: {e}"))
+}
+
+/// An ETag fit to travel in an `If-Match` header: printable ASCII only, so a
+/// hostile or broken answer cannot inject headers into a `$batch` part.
+pub fn checked_etag(etag: &str) -> Result<String, String> {
+    if !etag.is_empty() && etag.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        Ok(etag.to_string())
+    } else {
+        Err(format!("the row's @odata.etag {etag:?} is not a valid ETag"))
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
 //! From a Didomi webhook to a consent plan (DESIGN §3): filters, selectors and
 //! per-target aggregation. Pure code: no I/O, no clock.
 
+pub mod sanity;
 mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -206,9 +207,18 @@ fn user_draft(
     source_id: Option<String>,
     source_time: Option<DateTime<Utc>>,
 ) -> Draft {
-    // Without the triggering event's id, the user's version still identifies
-    // this exact state, so replays of the same webhook are recognised.
-    let fallback_id = format!("user:{}:v{}", user.id, user.version.unwrap_or_default());
+    // Without the triggering event's id, the user's version and update time
+    // still identify this exact state, so replays of the same webhook are
+    // recognised while two versionless states never share an id.
+    let fallback_id = match (user.version, user.updated_at) {
+        (Some(version), _) => format!("user:{}:v{version}", user.id),
+        (None, Some(at)) => format!(
+            "user:{}:at{}",
+            user.id,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        (None, None) => format!("user:{}:v0", user.id),
+    };
     Draft {
         event_id: Some(source_id.unwrap_or(fallback_id)),
         regulation: Some(resolve_regulation(

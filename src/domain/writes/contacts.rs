@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use crate::domain::cpc::{CONTACT_POINT_MAX_LEN, Contact, ContactPointKey, NewContact};
+use crate::domain::cpc::{
+    CONTACT_POINT_MAX_LEN, Contact, ContactPointKey, NewContact, is_email_address,
+};
 use crate::domain::decision::SkipReason;
 
 /// How contacts are matched and created.
@@ -18,6 +20,9 @@ pub struct ContactSettings {
     pub point_field: String,
     /// Create a contact when none matches.
     pub upsert_mode: bool,
+    /// Without upsert mode, still write opt-outs for an email address that
+    /// no contact has (`properties.write_opt_outs_without_contact`).
+    pub opt_outs_without_contact: bool,
 }
 
 /// The addresses one user's decisions are written for, or why there are none.
@@ -30,6 +35,8 @@ pub enum ContactPoints {
         addresses: Vec<String>,
         /// A contact to create in the same batch (upsert mode).
         create: Option<NewContact>,
+        /// No contact has the address: write its opt-outs only.
+        opt_outs_only: bool,
     },
     /// Nothing to write for this user; the reason is logged and the message acknowledged.
     Skip(SkipReason),
@@ -88,18 +95,28 @@ pub fn contact_points(
     ContactPoints::Found {
         addresses,
         create: None,
+        opt_outs_only: false,
     }
 }
 
 fn missing_contact(organization_user_id: &str, settings: &ContactSettings) -> ContactPoints {
     if !settings.upsert_mode {
+        // Consent belongs to the address: an opt-out needs no contact, and a
+        // contact another integration creates later must find it.
+        if settings.opt_outs_without_contact && is_email_address(organization_user_id) {
+            return ContactPoints::Found {
+                addresses: vec![organization_user_id.to_string()],
+                create: None,
+                opt_outs_only: true,
+            };
+        }
         return ContactPoints::Skip(SkipReason::NoContact {
             match_field: settings.match_field.clone(),
         });
     }
     // The new contact's contact point is `organization_user_id` itself, so it
     // must be an address; anything else would put a CRM id in an email column.
-    if !organization_user_id.contains('@') {
+    if !is_email_address(organization_user_id) {
         return ContactPoints::Skip(SkipReason::UpsertNeedsEmail {
             point_field: settings.point_field.clone(),
         });
@@ -118,6 +135,7 @@ fn missing_contact(organization_user_id: &str, settings: &ContactSettings) -> Co
             contact_point_field: settings.point_field.clone(),
             contact_point: organization_user_id.to_string(),
         }),
+        opt_outs_only: false,
     }
 }
 
@@ -130,7 +148,47 @@ mod tests {
             match_field: "emailaddress1".into(),
             point_field: "emailaddress1".into(),
             upsert_mode,
+            opt_outs_without_contact: false,
         }
+    }
+
+    #[test]
+    fn an_email_without_a_contact_gets_its_opt_outs_written_when_enabled() {
+        let settings = ContactSettings {
+            opt_outs_without_contact: true,
+            ..settings(false)
+        };
+        assert_eq!(
+            contact_points(" Jane@Example.com ", &[], &settings),
+            ContactPoints::Found {
+                addresses: vec!["Jane@Example.com".into()],
+                create: None,
+                opt_outs_only: true,
+            }
+        );
+    }
+
+    #[test]
+    fn an_id_that_is_not_an_email_and_matches_no_contact_is_still_skipped() {
+        let settings = ContactSettings {
+            opt_outs_without_contact: true,
+            ..settings(false)
+        };
+        assert!(matches!(
+            contact_points("crm-4711", &[], &settings),
+            ContactPoints::Skip(SkipReason::NoContact { .. })
+        ));
+    }
+
+    #[test]
+    fn a_contact_whose_address_differs_beyond_ascii_case_does_not_match() {
+        // Dataverse's collation returns it for the query; the address is another mailbox.
+        let kelvin = contact(1, "\u{212A}ate@x.com", Some("\u{212A}ate@x.com"));
+        let settings = settings(false);
+        assert!(matches!(
+            contact_points("kate@x.com", &[kelvin], &settings),
+            ContactPoints::Skip(_)
+        ));
     }
 
     fn contact(n: u128, matched: &str, point: Option<&str>) -> Contact {
@@ -152,7 +210,8 @@ mod tests {
             contact_points("jane.doe@example.com", &contacts, &settings(false)),
             ContactPoints::Found {
                 addresses: vec!["Jane.Doe@Example.com".into()],
-                create: None
+                create: None,
+                opt_outs_only: false,
             }
         );
     }
@@ -201,6 +260,7 @@ mod tests {
             ContactPoints::Found {
                 create: Some(a),
                 addresses,
+                ..
             },
             ContactPoints::Found {
                 create: Some(b), ..
@@ -247,13 +307,15 @@ mod tests {
             match_field: "externaluseridentifier".into(),
             point_field: "emailaddress2".into(),
             upsert_mode: false,
+            opt_outs_without_contact: false,
         };
         let contacts = [contact(1, "crm-42", Some("jane.private@example.com"))];
         assert_eq!(
             contact_points("crm-42", &contacts, &settings),
             ContactPoints::Found {
                 addresses: vec!["jane.private@example.com".into()],
-                create: None
+                create: None,
+                opt_outs_only: false,
             }
         );
     }

@@ -7,6 +7,11 @@ use super::*;
 use crate::domain::cpc::{CHANNEL_EMAIL, ConsentType, Purpose, SOURCE_INTERNAL, Topic};
 use crate::domain::decision::{ConsentValue, Decision, Outcome};
 
+/// This product's application user (`WhoAmI`).
+const OWN_USER: Uuid = Uuid::from_u128(0xa99);
+/// A person editing rows in Dynamics.
+const AGENT: Uuid = Uuid::from_u128(0xcafe);
+
 const PURPOSE: Uuid = Uuid::from_u128(0x1000_0000_0000_0000_0000_0000_0000_0003);
 const TOPIC: Uuid = Uuid::from_u128(0x23db_4a4d_ba9f_f011_bbd3_6045_bd19_4648);
 const ORPHAN_TOPIC: Uuid = Uuid::from_u128(0x99);
@@ -57,6 +62,7 @@ fn message(index: usize, plan: &ConsentPlan) -> PlannedMessage<'_> {
         plan,
         addresses: vec!["jane.doe@example.com".into()],
         create_contact: None,
+        opt_outs_only: false,
     }
 }
 
@@ -82,6 +88,8 @@ fn row(
         reason: reason.map(Into::into),
         state: 0,
         modified_on: at(modified),
+        modified_by: Some(OWN_USER),
+        etag: format!("W/\"{id}\""),
     }
 }
 
@@ -90,7 +98,15 @@ fn ours(event_id: &str, time: &str) -> String {
 }
 
 fn run(messages: &[PlannedMessage<'_>], existing: &[ConsentRow]) -> WritePlan {
-    plan_writes(messages, existing, &catalog(), SOURCE_INTERNAL)
+    plan_writes(
+        messages,
+        existing,
+        PlanningContext {
+            catalog: &catalog(),
+            own_user: OWN_USER,
+            source: SOURCE_INTERNAL,
+        },
+    )
 }
 
 /// Applies a plan's writes to rows the way Dataverse would (for sequences).
@@ -108,12 +124,16 @@ fn apply(rows: &mut Vec<ConsentRow>, plan: &WritePlan, now: DateTime<Utc>) {
                 reason: Some(new.reason.clone()),
                 state: 0,
                 modified_on: now,
+                modified_by: Some(OWN_USER),
+                etag: "W/\"1\"".into(),
             }),
             WriteOp::UpdateConsent(update) => {
                 let row = rows.iter_mut().find(|row| row.id == update.id).unwrap();
                 row.value = Some(update.value);
                 row.reason = Some(update.reason.clone());
                 row.modified_on = now;
+                row.modified_by = Some(OWN_USER);
+                row.etag = format!("{}'", row.etag);
             }
             WriteOp::CreateContact(_) => {}
         }
@@ -397,4 +417,107 @@ fn same_instant_events_are_ordered_by_event_id() {
     let first = run(&[message(0, &b)], &rows);
     apply(&mut rows, &first, at("2025-03-14T09:21:08Z"));
     assert!(run(&[message(0, &a)], &rows).ops.is_empty());
+}
+
+/// A row last written by `AGENT` in the Dynamics UI, which keeps the reason.
+fn edited_in_dynamics(mut row: ConsentRow, value: ConsentValue, at_time: &str) -> ConsentRow {
+    row.value = Some(value);
+    row.modified_by = Some(AGENT);
+    row.modified_on = at(at_time);
+    row
+}
+
+#[test]
+fn updates_carry_the_etag_the_row_was_read_with() {
+    let existing = [row(1, P, OptedOut, None, "2025-01-01T00:00:00Z")];
+    let p = plan("ev-1", "2025-03-14T09:21:07Z", &[(P, OptedIn)]);
+    let writes = run(&[message(0, &p)], &existing);
+    let [WriteOp::UpdateConsent(update)] = writes.ops.as_slice() else {
+        panic!("{writes:?}")
+    };
+    assert_eq!(update.etag, "W/\"1\"");
+}
+
+#[test]
+fn a_dynamics_edit_after_our_marker_is_judged_by_modifiedon_not_the_marker() {
+    // We wrote opt-in at 09:00; a person unsubscribed at 11:00 (reason kept);
+    // a Didomi event of 10:00 is newer than our marker but older than the edit.
+    let ours_then = row(1, P, OptedIn, Some(&ours("ev-0", "2025-03-14T09:00:00Z")), "2025-03-14T09:00:01Z");
+    let existing = [edited_in_dynamics(ours_then, OptedOut, "2025-03-14T11:00:00Z")];
+    let p = plan("ev-1", "2025-03-14T10:00:00Z", &[(P, OptedIn)]);
+    let writes = run(&[message(0, &p)], &existing);
+    assert!(writes.ops.is_empty(), "the unsubscribe must stand: {writes:?}");
+    assert_eq!(writes.tallies[&0].stale, 1);
+}
+
+#[test]
+fn a_didomi_choice_in_the_same_second_as_a_dynamics_edit_is_stale() {
+    let edited = edited_in_dynamics(
+        row(1, P, OptedIn, None, "2025-03-14T09:00:00Z"),
+        OptedOut,
+        "2025-03-14T11:00:00Z",
+    );
+    let p = plan("ev-1", "2025-03-14T11:00:00.900Z", &[(P, OptedIn)]);
+    let writes = run(&[message(0, &p)], &[edited]);
+    assert!(writes.ops.is_empty(), "{writes:?}");
+    assert_eq!(writes.tallies[&0].stale, 1);
+}
+
+#[test]
+fn a_didomi_choice_in_the_second_after_a_dynamics_edit_is_applied() {
+    let edited = edited_in_dynamics(
+        row(1, P, OptedIn, None, "2025-03-14T09:00:00Z"),
+        OptedOut,
+        "2025-03-14T11:00:00Z",
+    );
+    let p = plan("ev-1", "2025-03-14T11:00:01Z", &[(P, OptedIn)]);
+    let writes = run(&[message(0, &p)], &[edited]);
+    assert_eq!(writes.tallies[&0].updated, 1, "{writes:?}");
+}
+
+#[test]
+fn a_replay_of_our_event_after_a_dynamics_edit_writes_nothing() {
+    // The edit kept our marker text: the event id matches, but the row is no
+    // longer ours, and the old event must not undo the edit.
+    let ours_then = row(1, P, OptedIn, Some(&ours("ev-0", "2025-03-14T09:00:00Z")), "2025-03-14T09:00:01Z");
+    let existing = [edited_in_dynamics(ours_then, OptedOut, "2025-03-14T11:00:00Z")];
+    let p = plan("ev-0", "2025-03-14T09:00:00Z", &[(P, OptedIn)]);
+    let writes = run(&[message(0, &p)], &existing);
+    assert!(writes.ops.is_empty(), "{writes:?}");
+}
+
+#[test]
+fn a_row_with_our_marker_written_by_us_is_still_judged_by_the_marker() {
+    let existing = [row(1, P, OptedIn, Some(&ours("ev-0", "2025-03-14T09:00:00Z")), "2025-03-14T12:00:00Z")];
+    // Newer than the marker, older than modifiedon: the marker decides.
+    let p = plan("ev-1", "2025-03-14T10:00:00Z", &[(P, OptedOut)]);
+    let writes = run(&[message(0, &p)], &existing);
+    assert_eq!(writes.tallies[&0].updated, 1, "{writes:?}");
+}
+
+#[test]
+fn without_a_contact_only_opt_outs_are_written() {
+    let p = plan("ev-1", "2025-03-14T09:21:07Z", &[(P, OptedOut), (T, OptedIn)]);
+    let mut m = message(0, &p);
+    m.opt_outs_only = true;
+    let writes = run(&[m], &[]);
+    let [WriteOp::CreateConsent(new)] = writes.ops.as_slice() else {
+        panic!("{writes:?}")
+    };
+    assert_eq!((new.value, new.topic_id), (OptedOut, None));
+    assert_eq!(writes.tallies[&0].withheld, 1);
+}
+
+#[test]
+fn addresses_differing_beyond_ascii_case_never_share_rows() {
+    let mut kelvin = row(1, P, OptedIn, None, "2025-01-01T00:00:00Z");
+    kelvin.contact_point = "\u{212A}ate@x.com".into();
+    let p = plan("ev-1", "2025-03-14T09:21:07Z", &[(P, OptedOut)]);
+    let mut m = message(0, &p);
+    m.addresses = vec!["kate@x.com".into()];
+    let writes = run(&[m], &[kelvin]);
+    let [WriteOp::CreateConsent(new)] = writes.ops.as_slice() else {
+        panic!("the Kelvin-sign row must be left alone: {writes:?}")
+    };
+    assert_eq!(new.contact_point, "kate@x.com");
 }

@@ -15,7 +15,6 @@ use didomi_cpc_sync::adapters::http::http_client;
 use didomi_cpc_sync::config::IntegrationConfig;
 use didomi_cpc_sync::domain::decision::ConsentPlan;
 use didomi_cpc_sync::domain::mapping::{RejectedWebhook, plan_value};
-use didomi_cpc_sync::domain::writes::Catalog;
 use didomi_cpc_sync::service::{MessageOutcome, SyncService};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -89,17 +88,8 @@ pub fn client_for(
     )
 }
 
-/// The purposes and topics the emulator holds (this also takes a token).
-pub async fn read_catalog(client: &DataverseClient) -> Catalog {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    Catalog::new(
-        client.purposes(deadline).await.unwrap(),
-        client.topics(deadline).await.unwrap(),
-    )
-}
-
 /// A service against `emulator` with the fixture configuration (optionally
-/// edited) and the given retry policy; reads the catalogue (and so takes a
+/// edited) and the given retry policy; reads the metadata (and so takes a
 /// token) before returning.
 pub async fn service_with(
     emulator: &EmulatorHandle,
@@ -108,8 +98,12 @@ pub async fn service_with(
 ) -> SyncService<DataverseClient> {
     let config = config_for(emulator, edit);
     let client = client_for(emulator, &config, policy);
-    let catalog = read_catalog(&client).await;
-    SyncService::new(client, Arc::new(config), Arc::new(catalog))
+    let service = SyncService::new(client, Arc::new(config));
+    service
+        .metadata(Instant::now() + Duration::from_secs(10))
+        .await
+        .expect("the emulator serves purposes, topics and WhoAmI");
+    service
 }
 
 /// [`service_with`] with the fixture configuration and the default policy.
