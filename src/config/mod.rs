@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::domain::decision::Target;
-use crate::domain::writes::ContactSettings;
 use crate::domain::mapping::{Mapping, MappingRules, Selector};
+use crate::domain::writes::ContactSettings;
 
 pub use credentials::Credentials;
 pub(crate) use credentials::parse_credentials;
@@ -26,8 +26,8 @@ pub use endpoints::{
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use properties::{
-    DEFAULT_EMAIL_FIELD, DEFAULT_MAX_CLOCK_SKEW_SECONDS, DEFAULT_REGULATIONS, DEFAULT_WEBHOOK_TYPES,
-    Properties,
+    DEFAULT_EMAIL_FIELD, DEFAULT_MAX_CLOCK_SKEW_SECONDS, DEFAULT_REGULATIONS,
+    DEFAULT_WEBHOOK_TYPES, Properties,
 };
 pub use sources::{Environment, merge_documents};
 

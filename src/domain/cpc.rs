@@ -114,7 +114,9 @@ pub fn is_email_address(id: &str) -> bool {
     };
     let local_ok = !local.is_empty()
         && local.chars().count() <= 64
-        && !local.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@');
+        && !local
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@');
     let labels: Vec<&str> = domain.split('.').collect();
     let domain_ok = domain.len() <= 255
         && labels.len() >= 2
@@ -269,7 +271,12 @@ mod tests {
 
     #[test]
     fn plain_and_tagged_addresses_are_email_addresses() {
-        for id in ["jane.doe@example.com", "o'brien+news@example.com", "a@b.co", "ana@münchen.de"] {
+        for id in [
+            "jane.doe@example.com",
+            "o'brien+news@example.com",
+            "a@b.co",
+            "ana@münchen.de",
+        ] {
             assert!(is_email_address(id), "{id}");
         }
     }
@@ -292,8 +299,17 @@ mod tests {
 
     #[test]
     fn contact_point_keys_fold_ascii_case_only() {
-        assert_eq!(ContactPointKey::of(" Jane@Example.COM "), ContactPointKey::of("jane@example.com"));
-        assert_ne!(ContactPointKey::of("\u{212A}ate@x.com"), ContactPointKey::of("kate@x.com"));
-        assert_ne!(ContactPointKey::of("ÉMILE@x.com"), ContactPointKey::of("émile@x.com"));
+        assert_eq!(
+            ContactPointKey::of(" Jane@Example.COM "),
+            ContactPointKey::of("jane@example.com")
+        );
+        assert_ne!(
+            ContactPointKey::of("\u{212A}ate@x.com"),
+            ContactPointKey::of("kate@x.com")
+        );
+        assert_ne!(
+            ContactPointKey::of("ÉMILE@x.com"),
+            ContactPointKey::of("émile@x.com")
+        );
     }
 }

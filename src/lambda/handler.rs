@@ -277,8 +277,8 @@ mod tests {
     use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic, WriteOp};
     use crate::domain::writes::Catalog;
     use crate::service::{Metadata, StoreError};
-    use uuid::Uuid;
     use std::sync::Arc;
+    use uuid::Uuid;
 
     #[derive(Debug, thiserror::Error)]
     #[error("never")]

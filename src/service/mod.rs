@@ -161,15 +161,19 @@ impl<S: ConsentStore> SyncService<S> {
                 reason: plan.reason.clone().unwrap_or(SkipReason::NothingMapped),
             });
         }
-        let skew = chrono::Duration::seconds(i64::from(
-            self.config.properties.max_clock_skew_seconds,
-        ));
+        let skew =
+            chrono::Duration::seconds(i64::from(self.config.properties.max_clock_skew_seconds));
         check_plan(plan, Utc::now(), skew)
             .err()
             .map(|problem| MessageOutcome::failed(problem.to_string(), false))
     }
 
-    async fn write(&self, pending: &[(usize, &ConsentPlan)], outcomes: &mut Slots, deadline: Instant) {
+    async fn write(
+        &self,
+        pending: &[(usize, &ConsentPlan)],
+        outcomes: &mut Slots,
+        deadline: Instant,
+    ) {
         let metadata = match self.metadata(deadline).await {
             Ok(metadata) => metadata,
             Err(err) => {

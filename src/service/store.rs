@@ -27,7 +27,8 @@ pub trait ConsentStore: Send + Sync {
 
     /// The application user this product writes as (`WhoAmI`): rows it did
     /// not write last were edited by someone else.
-    fn own_user(&self, deadline: Instant) -> impl Future<Output = Result<Uuid, Self::Error>> + Send;
+    fn own_user(&self, deadline: Instant)
+    -> impl Future<Output = Result<Uuid, Self::Error>> + Send;
 
     /// Every purpose and topic (the catalogue the mappings are checked
     /// against, and where a topic's parent purpose comes from).

@@ -457,7 +457,12 @@ async fn opt_outs_without_a_contact_can_be_turned_off() {
         )
         .await;
     assert!(
-        matches!(&outcomes[0], MessageOutcome::Skipped { reason: SkipReason::NoContact { .. } }),
+        matches!(
+            &outcomes[0],
+            MessageOutcome::Skipped {
+                reason: SkipReason::NoContact { .. }
+            }
+        ),
         "{outcomes:?}"
     );
 }
@@ -479,12 +484,24 @@ async fn a_set_query_refused_because_of_one_id_fails_only_that_message() {
         ],
     )
     .await;
-    assert!(matches!(outcomes[0], MessageOutcome::Written { .. }), "{outcomes:?}");
     assert!(
-        matches!(outcomes[1], MessageOutcome::Failed { retryable: false, .. }),
+        matches!(outcomes[0], MessageOutcome::Written { .. }),
         "{outcomes:?}"
     );
-    assert!(matches!(outcomes[2], MessageOutcome::Written { .. }), "{outcomes:?}");
+    assert!(
+        matches!(
+            outcomes[1],
+            MessageOutcome::Failed {
+                retryable: false,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[2], MessageOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
     // One set query, then one per user to find the culprit.
     assert_eq!(*store.query_sizes.lock().unwrap(), vec![3, 1, 1, 1]);
 }
@@ -503,7 +520,10 @@ async fn a_decision_dated_beyond_the_clock_skew_fails_permanently_with_the_field
     };
     assert!(!retryable);
     assert!(error.contains("created_at"), "{error}");
-    assert!(store.calls.lock().unwrap().is_empty(), "nothing is read or written");
+    assert!(
+        store.calls.lock().unwrap().is_empty(),
+        "nothing is read or written"
+    );
 }
 
 #[tokio::test]
@@ -516,14 +536,26 @@ async fn an_oversized_id_fails_its_message_alone_before_any_query() {
     let (outcomes, store) = run(
         store,
         false,
-        &[write_plan(&long, "ev-x"), write_plan("a@example.com", "ev-a")],
+        &[
+            write_plan(&long, "ev-x"),
+            write_plan("a@example.com", "ev-a"),
+        ],
     )
     .await;
     assert!(
-        matches!(outcomes[0], MessageOutcome::Failed { retryable: false, .. }),
+        matches!(
+            outcomes[0],
+            MessageOutcome::Failed {
+                retryable: false,
+                ..
+            }
+        ),
         "{outcomes:?}"
     );
-    assert!(matches!(outcomes[1], MessageOutcome::Written { .. }), "{outcomes:?}");
+    assert!(
+        matches!(outcomes[1], MessageOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
     assert_eq!(*store.query_sizes.lock().unwrap(), vec![1]);
 }
 
@@ -551,7 +583,10 @@ async fn metadata_is_read_on_first_use_and_kept() {
         let outcomes = service
             .process(&[write_plan("a@example.com", event)], deadline)
             .await;
-        assert!(matches!(outcomes[0], MessageOutcome::Written { .. }), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[0], MessageOutcome::Written { .. }),
+            "{outcomes:?}"
+        );
     }
     let calls = service.store.calls.lock().unwrap();
     assert_eq!(calls.iter().filter(|call| **call == "whoami").count(), 1);

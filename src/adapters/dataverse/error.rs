@@ -251,7 +251,9 @@ impl DataverseError {
             ErrorKind::Protocol(message) => format!("unexpected answer from Dataverse: {message}"),
             ErrorKind::InvalidInput(message) => format!("refused to send: {message}"),
             ErrorKind::BatchMismatch(message) => {
-                format!("the $batch answer does not match its requests ({message}); nothing of it is trusted")
+                format!(
+                    "the $batch answer does not match its requests ({message}); nothing of it is trusted"
+                )
             }
             ErrorKind::NoAnswer => {
                 "the $batch answer had no part for this request, so it was not applied".to_owned()
@@ -397,7 +399,10 @@ mod tests {
     fn an_update_whose_row_changed_since_it_was_read_is_retryable_not_transient() {
         let changed = http(412, None, "", false);
         assert!(changed.is_retryable());
-        assert!(!changed.is_transient(), "re-sending the same etag cannot help");
+        assert!(
+            !changed.is_transient(),
+            "re-sending the same etag cannot help"
+        );
     }
 
     #[test]

@@ -528,7 +528,8 @@ fn check_one_answer_per_request(
     responses: &[batch::PartResponse],
     sent: usize,
 ) -> Result<(), DataverseError> {
-    let mismatch = |message: String| DataverseError::new("$batch", ErrorKind::BatchMismatch(message));
+    let mismatch =
+        |message: String| DataverseError::new("$batch", ErrorKind::BatchMismatch(message));
     if responses.len() != sent {
         return Err(mismatch(format!(
             "{sent} requests, {} answer parts",

@@ -732,7 +732,10 @@ async fn batch_failure_as_a_whole_is_the_outer_error_and_a_short_answer_fails_it
         .execute_writes(&[new_consent(1), new_consent(2)], in_secs(10))
         .await
         .unwrap_err();
-    assert!(matches!(error.kind(), ErrorKind::BatchMismatch(_)), "{error}");
+    assert!(
+        matches!(error.kind(), ErrorKind::BatchMismatch(_)),
+        "{error}"
+    );
     assert!(error.is_retryable());
 }
 

@@ -165,7 +165,9 @@ pub fn checked_etag(etag: &str) -> Result<String, String> {
     if !etag.is_empty() && etag.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         Ok(etag.to_string())
     } else {
-        Err(format!("the row's @odata.etag {etag:?} is not a valid ETag"))
+        Err(format!(
+            "the row's @odata.etag {etag:?} is not a valid ETag"
+        ))
     }
 }
 

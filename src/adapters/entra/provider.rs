@@ -30,7 +30,6 @@ pub const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// out is still valid for the Dataverse requests that follow.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
-
 /// Hands out Dataverse bearer tokens obtained with the client-credentials grant.
 ///
 /// Tokens are cached until [`REFRESH_MARGIN`] before they expire;
@@ -60,7 +59,6 @@ struct CachedToken {
     expires_at: Instant,
     generation: u64,
 }
-
 
 impl EntraTokenProvider {
     /// A provider asking `authority` (e.g. `https://login.microsoftonline.com`,
@@ -100,7 +98,7 @@ impl EntraTokenProvider {
         {
             // Someone else may have refreshed while this caller waited: use
             // their token, unless it is the very token the caller wants replaced.
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(cached) = cache.as_ref() {
                 let newer = Some(cached.generation) != seen_generation;
                 if Instant::now() < cached.refresh_at && (newer || !force_refresh) {

@@ -88,7 +88,11 @@ mod tests {
     #[test]
     fn a_plain_address_in_the_past_passes() {
         assert_eq!(
-            check_plan(&plan("jane@example.com", now()), now(), Duration::minutes(5)),
+            check_plan(
+                &plan("jane@example.com", now()),
+                now(),
+                Duration::minutes(5)
+            ),
             Ok(())
         );
     }

@@ -442,11 +442,24 @@ fn updates_carry_the_etag_the_row_was_read_with() {
 fn a_dynamics_edit_after_our_marker_is_judged_by_modifiedon_not_the_marker() {
     // We wrote opt-in at 09:00; a person unsubscribed at 11:00 (reason kept);
     // a Didomi event of 10:00 is newer than our marker but older than the edit.
-    let ours_then = row(1, P, OptedIn, Some(&ours("ev-0", "2025-03-14T09:00:00Z")), "2025-03-14T09:00:01Z");
-    let existing = [edited_in_dynamics(ours_then, OptedOut, "2025-03-14T11:00:00Z")];
+    let ours_then = row(
+        1,
+        P,
+        OptedIn,
+        Some(&ours("ev-0", "2025-03-14T09:00:00Z")),
+        "2025-03-14T09:00:01Z",
+    );
+    let existing = [edited_in_dynamics(
+        ours_then,
+        OptedOut,
+        "2025-03-14T11:00:00Z",
+    )];
     let p = plan("ev-1", "2025-03-14T10:00:00Z", &[(P, OptedIn)]);
     let writes = run(&[message(0, &p)], &existing);
-    assert!(writes.ops.is_empty(), "the unsubscribe must stand: {writes:?}");
+    assert!(
+        writes.ops.is_empty(),
+        "the unsubscribe must stand: {writes:?}"
+    );
     assert_eq!(writes.tallies[&0].stale, 1);
 }
 
@@ -479,8 +492,18 @@ fn a_didomi_choice_in_the_second_after_a_dynamics_edit_is_applied() {
 fn a_replay_of_our_event_after_a_dynamics_edit_writes_nothing() {
     // The edit kept our marker text: the event id matches, but the row is no
     // longer ours, and the old event must not undo the edit.
-    let ours_then = row(1, P, OptedIn, Some(&ours("ev-0", "2025-03-14T09:00:00Z")), "2025-03-14T09:00:01Z");
-    let existing = [edited_in_dynamics(ours_then, OptedOut, "2025-03-14T11:00:00Z")];
+    let ours_then = row(
+        1,
+        P,
+        OptedIn,
+        Some(&ours("ev-0", "2025-03-14T09:00:00Z")),
+        "2025-03-14T09:00:01Z",
+    );
+    let existing = [edited_in_dynamics(
+        ours_then,
+        OptedOut,
+        "2025-03-14T11:00:00Z",
+    )];
     let p = plan("ev-0", "2025-03-14T09:00:00Z", &[(P, OptedIn)]);
     let writes = run(&[message(0, &p)], &existing);
     assert!(writes.ops.is_empty(), "{writes:?}");
@@ -488,7 +511,13 @@ fn a_replay_of_our_event_after_a_dynamics_edit_writes_nothing() {
 
 #[test]
 fn a_row_with_our_marker_written_by_us_is_still_judged_by_the_marker() {
-    let existing = [row(1, P, OptedIn, Some(&ours("ev-0", "2025-03-14T09:00:00Z")), "2025-03-14T12:00:00Z")];
+    let existing = [row(
+        1,
+        P,
+        OptedIn,
+        Some(&ours("ev-0", "2025-03-14T09:00:00Z")),
+        "2025-03-14T12:00:00Z",
+    )];
     // Newer than the marker, older than modifiedon: the marker decides.
     let p = plan("ev-1", "2025-03-14T10:00:00Z", &[(P, OptedOut)]);
     let writes = run(&[message(0, &p)], &existing);
@@ -497,7 +526,11 @@ fn a_row_with_our_marker_written_by_us_is_still_judged_by_the_marker() {
 
 #[test]
 fn without_a_contact_only_opt_outs_are_written() {
-    let p = plan("ev-1", "2025-03-14T09:21:07Z", &[(P, OptedOut), (T, OptedIn)]);
+    let p = plan(
+        "ev-1",
+        "2025-03-14T09:21:07Z",
+        &[(P, OptedOut), (T, OptedIn)],
+    );
     let mut m = message(0, &p);
     m.opt_outs_only = true;
     let writes = run(&[m], &[]);
