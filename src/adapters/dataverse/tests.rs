@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::*;
 use crate::adapters::entra::{AuthError, BoxFuture, TokenSource};
 use crate::adapters::http::http_client;
-use crate::domain::cpc::{ConsentType, ConsentUpdate, NewConsent};
+use crate::domain::cpc::{ConsentType, ConsentUpdate, NewConsent, WriteOp};
 use crate::domain::decision::ConsentValue;
 use crate::redact::SecretString;
 
