@@ -69,34 +69,16 @@ async fn world_with(setup: Setup) -> World {
         .send()
         .await
         .unwrap();
-    let lambda = LocalLambda::start(&[
-        ("SECRET_ID", SECRET_NAME.to_string()),
-        (
-            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-            setup
-                .secrets_endpoint
-                .unwrap_or_else(|| moto.endpoint.clone()),
-        ),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test-secret-access-key".into()),
-        ("AZURE_AUTHORITY_HOST", emulator.base_url()),
-        ("ALLOW_INSECURE_HTTP", "true".into()),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
-        ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
-    ])
+    let secrets_endpoint = setup
+        .secrets_endpoint
+        .unwrap_or_else(|| moto.endpoint.clone());
+    let lambda = LocalLambda::start(&lambda::function_env(
+        SECRET_NAME,
+        &secrets_endpoint,
+        &emulator.base_url(),
+    ))
     .await
-    .forbid_in_logs(
-        [
-            EMULATOR_SECRET,
-            "test-secret-access-key",
-            "bearer ey",
-            "access_token",
-        ]
-        .into_iter()
-        .chain(ADDRESSES)
-        .map(str::to_string),
-    );
+    .forbid_in_logs(lambda::never_logged(&ADDRESSES));
     World {
         emulator,
         _moto: moto,

@@ -15,6 +15,7 @@ mod entra_auth;
 mod envelope_props;
 mod fault_matrix;
 mod odata_props;
+mod races;
 mod replay_order;
 mod round_trips;
 mod secrets_moto;

@@ -386,4 +386,19 @@ mod tests {
         assert_eq!(parse_error_body(b""), (None, String::new()));
         assert_eq!(parse_error_body(b"<html>"), (None, String::new()));
     }
+
+    #[test]
+    fn etags_that_could_inject_headers_are_refused() {
+        assert_eq!(checked_etag("W/\"4648337\"").unwrap(), "W/\"4648337\"");
+        for bad in ["", "W/\"1\"\r\nIf-Match: *", "W/\"\u{7f}\""] {
+            assert!(checked_etag(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_consent_row_without_an_etag_is_refused() {
+        let row = json!({"msdynmkt_contactpointconsent4id": "e73ffc82-e292-ed11-aad1-000d3a9933c9",
+                         "modifiedon": "2025-01-01T00:00:00Z"});
+        assert!(consent_row(row).is_err());
+    }
 }

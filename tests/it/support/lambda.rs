@@ -157,6 +157,45 @@ impl LocalLambda {
     }
 }
 
+/// The environment of a `bootstrap` that reads `secret_name` from the Secrets
+/// Manager at `secrets_endpoint` (moto) and talks to the emulator at
+/// `emulator_url` as Entra and Dataverse, logging JSON at DEBUG.
+pub fn function_env(
+    secret_name: &str,
+    secrets_endpoint: &str,
+    emulator_url: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("SECRET_ID", secret_name.to_string()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            secrets_endpoint.to_string(),
+        ),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-access-key".into()),
+        ("AZURE_AUTHORITY_HOST", emulator_url.to_string()),
+        ("ALLOW_INSECURE_HTTP", "true".into()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+        ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
+    ]
+}
+
+/// What no function log may hold: the emulator's client secret, the AWS
+/// test key, any bearer token, and the given addresses.
+pub fn never_logged(addresses: &[&str]) -> Vec<String> {
+    [
+        super::inprocess::EMULATOR_SECRET,
+        "test-secret-access-key",
+        "bearer ey",
+        "access_token",
+    ]
+    .into_iter()
+    .chain(addresses.iter().copied())
+    .map(str::to_string)
+    .collect()
+}
+
 /// A JSON fixture from `events/`.
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
