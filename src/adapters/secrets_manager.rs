@@ -1,4 +1,4 @@
-//! AWS Secrets Manager source of the integration document (DESIGN §6).
+//! AWS Secrets Manager source of the integration document (README, "Where the document comes from").
 //!
 //! The secret named by `SECRET_ID` holds, as JSON text in its `SecretString`,
 //! either the whole Didomi integration document or just its `authentication`

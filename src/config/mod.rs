@@ -1,5 +1,6 @@
 //! The configuration: Didomi's own `microsoft-dynamics-cpc` integration
-//! document (DESIGN §1), where it comes from (DESIGN §6) and its validation.
+//! document (README, "The integration document"), where it comes from (README,
+//! "Where the document comes from") and its validation.
 //!
 //! Validation collects every problem with the field it concerns and the fix,
 //! so a broken deployment fails at start with one readable message.

@@ -1,4 +1,4 @@
-//! Where the configuration comes from (DESIGN §6): the secret named by
+//! Where the configuration comes from (README, "Where the document comes from"): the secret named by
 //! `SECRET_ID` (the whole document, or just its `authentication` object),
 //! optionally completed by the non-secret parts in `INTEGRATION_CONFIG`, and
 //! the endpoint settings in the environment.

@@ -1,5 +1,5 @@
 //! The vocabulary shared by every stage: Dynamics targets, consent values and
-//! the per-webhook plan that the mapping stage produces (DESIGN §3, §6).
+//! the per-webhook plan that the mapping stage produces (README, "Mapping rules" and "Dry run").
 
 use std::fmt;
 use std::str::FromStr;
@@ -281,7 +281,7 @@ pub enum Outcome {
     Skip,
 }
 
-/// The result of the mapping stage for one webhook (DESIGN §6): the JSON line
+/// The result of the mapping stage for one webhook (README, "Where the document comes from"): the JSON line
 /// `cpc-sync plan` prints and the input of the Dataverse write planner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConsentPlan {

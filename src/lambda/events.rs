@@ -1,4 +1,4 @@
-//! Recognises the three event shapes the function accepts (DESIGN §2) and
+//! Recognises the three event shapes the function accepts (README, "What it does with a webhook") and
 //! pulls the Didomi webhook bodies out of them: an SQS batch, an API Gateway
 //! HTTP API v2 / Function URL request, or a bare webhook envelope.
 

@@ -1,4 +1,4 @@
-//! The Lambda handler: the three event shapes of DESIGN §2 in, the matching
+//! The Lambda handler: the three event shapes of README "What it does with a webhook" in, the matching
 //! response out. SQS batches answer with the ids of exactly the failed
 //! messages; HTTP requests with 200/400/503; a bare envelope with a summary.
 

@@ -1,5 +1,5 @@
 //! `$batch` bodies: building the multipart request and reading the multipart
-//! answer (reference §3.9, §8.10). Pure: no I/O, so the exact bytes are tested.
+//! answer (Microsoft's documented `$batch` format). Pure: no I/O, so the exact bytes are tested.
 //!
 //! Every write is its own top-level part, never inside a change set: with
 //! `Prefer: odata.continue-on-error` one failing write must not roll back the
@@ -117,6 +117,7 @@ pub struct PartResponse {
     pub content_id: Option<String>,
 }
 
+#[cfg(test)]
 impl PartResponse {
     /// First header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -391,7 +392,7 @@ mod tests {
         );
     }
 
-    /// reference §8.10, with the failing-part sample appended as a third part.
+    /// Microsoft's documented sample answer, with the failing-part sample appended as a third part.
     fn reference_response() -> String {
         [
             "--batchresponse_3cace264-86ea-40fe-83d3-954b336c0f4a",

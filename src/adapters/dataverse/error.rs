@@ -17,7 +17,8 @@ pub const CODE_NOT_APP_USER: &str = "0x80072560";
 /// Dataverse's `error.code` for a missing security-role privilege.
 pub const CODE_MISSING_PRIVILEGE: &str = "0x80040220";
 /// Dataverse's `error.code` when a create-only write finds an existing row.
-pub const CODE_DUPLICATE_KEY: &str = "0x80040237";
+#[cfg(test)]
+const CODE_DUPLICATE_KEY: &str = "0x80040237";
 
 /// Longest server message kept in an error (inner exception dumps run to kilobytes).
 const MAX_MESSAGE_CHARS: usize = 400;

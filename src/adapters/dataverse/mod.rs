@@ -7,14 +7,14 @@
 //! strings in [`odata`], multipart bodies in [`batch`], JSON shapes in
 //! [`wire`], retry arithmetic in [`retry`], the error type in [`error`].
 
-pub mod batch;
-pub mod error;
+pub(crate) mod batch;
+mod error;
 pub mod odata;
 mod reads;
-pub mod retry;
+mod retry;
 mod send;
 mod store;
-pub mod wire;
+pub(crate) mod wire;
 mod writes;
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! One Dataverse request, with the retry rules of DESIGN §4.
+//! One Dataverse request, with the retry rules of the README ("Write rules").
 //!
 //! Every request, a whole `$batch` included, goes through [`Inner::send`]:
 //! 429 waits `Retry-After`; 502/503/504, timeouts and connection failures back

@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn consent_row_from_reference_sample() {
-        // reference §8.4
+        // the row shape Microsoft documents for a consent query
         let row = json!({
             "@odata.etag": "W/\"4648337\"",
             "msdynmkt_contactpointconsent4id": "e73ffc82-e292-ed11-aad1-000d3a9933c9",

@@ -2,7 +2,7 @@
 //!
 //! [`EntraTokenProvider`] asks the token endpoint
 //! `POST {authority}/{tenant_id}/oauth2/v2.0/token` for an app-only token with
-//! `scope = <instance>/.default` (reference `dataverse-consent.md` §5, §8.1),
+//! `scope = <instance>/.default` (Microsoft's client-credentials flow for Dataverse),
 //! caches it until shortly before it expires and lets concurrent callers share
 //! one refresh. Errors are classified by the OAuth `error` field and the
 //! `AADSTS` numbers in `error_codes`, never by the description text, as

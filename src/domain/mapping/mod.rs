@@ -1,4 +1,4 @@
-//! From a Didomi webhook to a consent plan (DESIGN §3): filters, selectors and
+//! From a Didomi webhook to a consent plan (README, "Mapping rules"): filters, selectors and
 //! per-target aggregation. Pure code: no I/O, no clock.
 
 pub mod sanity;
@@ -231,7 +231,7 @@ fn user_draft(
     }
 }
 
-/// Applies the filters in DESIGN order, then the decisions.
+/// Applies the filters in the order the README lists them, then the decisions.
 fn finish(
     draft: Draft,
     kind: &WebhookKind,

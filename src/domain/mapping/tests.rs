@@ -1,4 +1,4 @@
-//! The DESIGN §3 rules, one behaviour per test.
+//! The mapping rules of the README, one behaviour per test.
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,6 @@
 //! Which addresses a plan's consent belongs to: the contacts matching
 //! `organization_user_id`, their contact point values, and the contact to
-//! create when none matches and `upsert_mode` is on (DESIGN §4).
+//! create when none matches and `upsert_mode` is on (README, "Write rules").
 
 use std::collections::BTreeSet;
 

@@ -1,4 +1,4 @@
-//! The write planner (DESIGN §4): from the consent plans of a batch and the
+//! The write planner (README, "Write rules"): from the consent plans of a batch and the
 //! rows Dataverse already holds to the smallest set of writes. Pure code.
 //!
 //! Rules: every existing row for (address, channel Email, purpose or topic)

@@ -1,4 +1,4 @@
-//! The DESIGN §4 write rules, one behaviour per test.
+//! The write rules of the README, one behaviour per test.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
