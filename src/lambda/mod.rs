@@ -2,7 +2,10 @@
 //! answered ([`handler`]), and the init phase that builds the handler once
 //! per execution environment ([`startup`]).
 
+pub mod backoff;
+pub mod catalog;
 pub mod events;
 pub mod handler;
 pub mod planning;
+pub mod redelivery;
 pub mod startup;

@@ -1,5 +1,15 @@
-//! Start-up (the Lambda init phase): configuration, clients and the checks
-//! that must fail loudly before the first webhook, not on it.
+//! Start-up (the Lambda init phase): configuration, clients, and the wiring
+//! of both into the [`Handler`].
+//!
+//! Only a configuration problem that no retry can fix fails the init: a
+//! missing or invalid document, an unreadable secret, a mapping to a purpose
+//! or topic Dataverse does not have. Entra or Dataverse being unreachable (or
+//! refusing the app until an administrator fixes its Application User) does
+//! not: a failed init cannot back its messages off, so each delivery would
+//! last one visibility timeout and a long outage would push the queue into
+//! the dead-letter queue. The function starts without its catalogue instead,
+//! reads it on the first invocation that writes ([`LazyCatalog`]), and until
+//! then those writes fail retryably and back off in the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,17 +17,24 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use futures_util::future::BoxFuture;
+use url::Url;
+
 use crate::adapters::dataverse::{DataverseClient, DataverseError, RetryPolicy};
-use crate::adapters::entra::AuthError;
 use crate::adapters::entra::provider::EntraTokenProvider;
+use crate::adapters::entra::{AuthError, CredentialSource};
 use crate::adapters::http::http_client;
 use crate::adapters::secrets_manager::{
     DEFAULT_SECRET_TTL, SecretsError, SecretsManagerSource, sdk_client,
 };
+use crate::adapters::sqs_redelivery::{self, SqsRedelivery};
 use crate::config::{ConfigErrors, Environment, IntegrationConfig, merge_documents};
+use crate::domain::decision::Target;
 use crate::domain::writes::{Catalog, TargetProblem};
+use crate::lambda::catalog::{CatalogSource, CatalogUnavailable, LazyCatalog};
 use crate::lambda::handler::Handler;
-use crate::service::SyncService;
+use crate::lambda::redelivery::Redelivery;
+use crate::telemetry::metrics::Metrics;
 
 /// Time kept back from each invocation's deadline to report unfinished
 /// messages before Lambda stops the function.
@@ -46,10 +63,11 @@ pub enum InitError {
         /// What Secrets Manager (or the network) said.
         source: SecretsError,
     },
-    /// No token for Dataverse.
+    /// No token for Dataverse (kept for callers that read a catalogue
+    /// eagerly; the function itself starts without one).
     #[error("getting a Dataverse token: {0}")]
     Auth(#[from] AuthError),
-    /// Dataverse refused or failed the start-up reads.
+    /// Dataverse refused or failed the start-up reads (as for `Auth`).
     #[error("reading purposes and topics from Dataverse: {0}")]
     Dataverse(#[from] DataverseError),
     /// Mapped purposes or topics that do not exist.
@@ -108,9 +126,8 @@ fn describe(problems: &[TargetProblem]) -> String {
         .join("; ")
 }
 
-/// Builds the handler: reads the secret, validates the configuration, gets a
-/// token and reads purposes and topics (which also opens the TLS connections
-/// the first invocation will reuse), and checks every mapped GUID.
+/// Builds the function's handler from the environment: reads the secret,
+/// validates the configuration, builds the clients and [`wire`]s them.
 pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
     let environment = Environment::from_env()?;
     let secret_id = environment
@@ -137,41 +154,126 @@ pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
         warn!(warning = %warning, "configuration");
     }
     let config = Arc::new(loaded.config);
+    let client = dataverse_client(
+        &config,
+        environment.authority.clone(),
+        secrets,
+        RetryPolicy::default(),
+    );
+    let redelivery = SqsRedelivery::new(
+        sqs_redelivery::sdk_client().await,
+        sqs_redelivery::endpoint_from_env(),
+        std::env::var("DEAD_LETTER_QUEUE_URL").ok(),
+    );
+    wire(config, client, Arc::new(redelivery)).await
+}
+
+/// The Dataverse client for `config`, with tokens from Entra at `authority`
+/// for the credentials `credentials` gives.
+pub fn dataverse_client(
+    config: &IntegrationConfig,
+    authority: Url,
+    credentials: Arc<dyn CredentialSource>,
+    policy: RetryPolicy,
+) -> DataverseClient {
     let http = http_client();
     let tokens = Arc::new(EntraTokenProvider::new(
         http.clone(),
-        environment.authority.clone(),
-        secrets,
+        authority,
+        credentials,
     ));
-    let client = DataverseClient::new(
-        http,
-        config.credentials.instance.clone(),
-        tokens,
-        RetryPolicy::default(),
-    );
-    let deadline = Instant::now() + STARTUP_BUDGET;
-    let (purposes, topics) = tokio::try_join!(client.purposes(deadline), client.topics(deadline))?;
-    let catalog = Catalog::new(purposes, topics);
-    let targets = config.targets();
-    let (fatal, notes): (Vec<_>, Vec<_>) = catalog
-        .check(&targets)
-        .into_iter()
-        .partition(|problem| problem.fatal);
-    for note in notes {
-        warn!(target_id = %note.target, problem = %note.problem, "mapping target needs attention");
-    }
-    if !fatal.is_empty() {
-        return Err(InitError::UnknownTargets(fatal));
-    }
+    DataverseClient::new(http, config.credentials.instance.clone(), tokens, policy)
+}
+
+/// Wires a validated configuration and its clients into the handler. It
+/// tries to read purposes and topics (which also opens the TLS connections
+/// the first invocation will reuse) and checks every mapped GUID: a GUID
+/// Dataverse does not have fails the start. When Dataverse or Entra cannot
+/// be read, the handler starts anyway and reads them on first use.
+pub async fn wire(
+    config: Arc<IntegrationConfig>,
+    client: DataverseClient,
+    redelivery: Arc<dyn Redelivery>,
+) -> Result<Handler<DataverseClient>, InitError> {
+    let source = Arc::new(DataverseCatalog {
+        client: client.clone(),
+        targets: config.targets().into_iter().collect(),
+    });
+    let catalog = match source.read(Instant::now() + STARTUP_BUDGET).await {
+        Ok(catalog) => LazyCatalog::loaded(catalog),
+        Err(CatalogProblem::UnknownTargets(fatal)) => return Err(InitError::UnknownTargets(fatal)),
+        Err(CatalogProblem::Unreadable(error)) => {
+            warn!(
+                error = %error,
+                retryable = error.is_retryable(),
+                "purposes and topics could not be read at start; starting anyway: writes wait (backing off in the queue) until they can be read"
+            );
+            LazyCatalog::pending(source)
+        }
+    };
     info!(
         instance = %config.credentials.instance,
         mappings = config.rules.mappings.len(),
-        targets = targets.len(),
+        targets = config.targets().len(),
         upsert_mode = config.upsert_mode,
+        catalogue_loaded = catalog.is_loaded(),
         "ready"
     );
-    Ok(Handler::new(
-        SyncService::new(client, config, Arc::new(catalog)),
-        SAFETY_MARGIN,
-    ))
+    Ok(Handler::new(client, config, catalog, SAFETY_MARGIN)
+        .with_redelivery(redelivery)
+        .with_metrics(Metrics::from_env()))
+}
+
+/// Why the catalogue could not be used.
+enum CatalogProblem {
+    /// Dataverse (or Entra) did not answer the reads.
+    Unreadable(DataverseError),
+    /// Mapped purposes or topics that Dataverse does not have.
+    UnknownTargets(Vec<TargetProblem>),
+}
+
+/// Purposes and topics read from Dataverse, checked against the mappings.
+struct DataverseCatalog {
+    client: DataverseClient,
+    targets: Vec<Target>,
+}
+
+impl DataverseCatalog {
+    async fn read(&self, deadline: Instant) -> Result<Catalog, CatalogProblem> {
+        let (purposes, topics) =
+            tokio::try_join!(self.client.purposes(deadline), self.client.topics(deadline))
+                .map_err(CatalogProblem::Unreadable)?;
+        let catalog = Catalog::new(purposes, topics);
+        let (fatal, notes): (Vec<_>, Vec<_>) = catalog
+            .check(&self.targets)
+            .into_iter()
+            .partition(|problem| problem.fatal);
+        for note in notes {
+            warn!(target_id = %note.target, problem = %note.problem, "mapping target needs attention");
+        }
+        if fatal.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(CatalogProblem::UnknownTargets(fatal))
+        }
+    }
+}
+
+impl CatalogSource for DataverseCatalog {
+    fn load(&self, deadline: Instant) -> BoxFuture<'_, Result<Catalog, CatalogUnavailable>> {
+        Box::pin(async move {
+            self.read(deadline).await.map_err(|problem| match problem {
+                CatalogProblem::Unreadable(error) => CatalogUnavailable(error.to_string()),
+                CatalogProblem::UnknownTargets(fatal) => {
+                    // Found only now because Dataverse was down at start: the
+                    // mapping needs fixing, and the messages wait for it.
+                    tracing::error!(problems = %describe(&fatal), "mappings name targets Dataverse does not have");
+                    CatalogUnavailable(format!(
+                        "mappings name targets Dataverse does not have: {}",
+                        describe(&fatal)
+                    ))
+                }
+            })
+        })
+    }
 }

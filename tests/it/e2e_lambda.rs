@@ -41,6 +41,8 @@ struct Setup {
     seed: Option<Edit>,
     config: Option<Edit>,
     secrets_endpoint: Option<String>,
+    /// Emulator faults in force before the function starts.
+    faults: Option<Value>,
 }
 
 async fn world(edit: impl FnOnce(&mut Value) + 'static) -> World {
@@ -57,6 +59,9 @@ async fn world_with(setup: Setup) -> World {
         edit(&mut seed);
     }
     let emulator = Emulator::start(seed_from(seed)).unwrap();
+    if let Some(faults) = setup.faults {
+        emulator.set_faults(serde_json::from_value(faults).unwrap());
+    }
     let moto = MotoServer::start().await;
     let mut config = config_json(&emulator);
     if let Some(edit) = setup.config {
@@ -77,6 +82,8 @@ async fn world_with(setup: Setup) -> World {
                 .secrets_endpoint
                 .unwrap_or_else(|| moto.endpoint.clone()),
         ),
+        // Backoff calls go to moto too: nothing leaves the loopback.
+        ("AWS_ENDPOINT_URL_SQS", moto.endpoint.clone()),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST".into()),
         ("AWS_SECRET_ACCESS_KEY", "test-secret-access-key".into()),
@@ -382,15 +389,63 @@ async fn unreachable_secrets_manager_fails_the_start_with_the_reason() {
     assert_start_fails(world, "SecretUnavailable", "didomi/cpc-sync").await;
 }
 
+/// The ids of `answer`'s `batchItemFailures`.
+fn failed_ids(answer: &Value) -> BTreeSet<String> {
+    answer["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a batch response: {answer}"))
+        .iter()
+        .map(|failure| failure["itemIdentifier"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The messages of `events/sqs-batch.json` that write (the third is skipped).
+const WRITERS: [&str; 2] = [
+    "059f36b4-87a3-44ab-83d2-661975830a7d",
+    "2e1424d4-f796-459a-8184-9c92662be6da",
+];
+
 #[tokio::test]
-async fn missing_application_user_fails_the_start_with_the_fix() {
+async fn missing_application_user_starts_and_fails_writes_retryably_naming_the_fix() {
     let seed: Edit = Box::new(|seed: &mut Value| seed["app_user"] = json!(false));
-    let world = world_with(Setup {
+    let mut world = world_with(Setup {
         seed: Some(seed),
         ..Setup::default()
     })
     .await;
-    assert_start_fails(world, "DataverseUnavailable", "Application User").await;
+    let answer = world.lambda.invoke_fixture("sqs-batch.json").await;
+    assert_eq!(failed_ids(&answer), WRITERS.map(String::from).into());
+    assert_eq!(
+        world.lambda.exit_code(Duration::from_millis(200)).await,
+        None,
+        "still running"
+    );
+    let logs = world.lambda.logs();
+    assert!(
+        logs.contains("Application User"),
+        "the fix is logged: {logs}"
+    );
+    assert_eq!(world.emulator.consents().len(), 2, "only the seeded rows");
+}
+
+#[tokio::test]
+async fn unreachable_dataverse_at_start_does_not_fail_the_start_and_writes_once_it_is_back() {
+    let mut world = world_with(Setup {
+        faults: Some(json!([{"times": null, "action": {"drop": "before"}}])),
+        ..Setup::default()
+    })
+    .await;
+    let answer = world.lambda.invoke_fixture("sqs-batch.json").await;
+    assert_eq!(failed_ids(&answer), WRITERS.map(String::from).into());
+    assert_eq!(
+        world.lambda.exit_code(Duration::from_millis(200)).await,
+        None,
+        "still running"
+    );
+    world.emulator.set_faults(Vec::new());
+    let answer = world.lambda.invoke_fixture("sqs-batch.json").await;
+    assert!(failed_ids(&answer).is_empty(), "{answer}");
+    assert!(world.emulator.consents().len() > 2, "the batch is written");
 }
 
 #[tokio::test]

@@ -19,3 +19,4 @@ mod replay_order;
 mod round_trips;
 mod secrets_moto;
 mod security;
+mod sqs_backoff;

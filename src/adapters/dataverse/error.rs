@@ -190,6 +190,22 @@ impl DataverseError {
         }
     }
 
+    /// True when no later delivery of the same message can succeed, whatever
+    /// an operator changes: Dataverse refused one write's content (400, 405,
+    /// 413, 415, 422 on a `$batch` part). Everything else — outages, and what
+    /// an operator fixes in Dataverse or Entra (401, 403 Application User or
+    /// privilege, a missing row or column) — may succeed later, so the message
+    /// backs off in the queue instead of going to the dead-letter queue.
+    pub fn is_permanent(&self) -> bool {
+        match self.kind.as_ref() {
+            ErrorKind::Http { status, .. } => {
+                self.operation.starts_with("$batch")
+                    && matches!(status, 400 | 405 | 413 | 415 | 422)
+            }
+            _ => false,
+        }
+    }
+
     fn render(&self) -> String {
         let mut line = format!("{}: {}", self.operation, self.describe());
         if let Some(id) = &self.request_id {
@@ -367,6 +383,22 @@ mod tests {
         }
         assert!(http(412, Some(CODE_DUPLICATE_KEY), "", true).is_retryable());
         assert!(!http(412, None, "", false).is_retryable());
+    }
+
+    #[test]
+    fn only_a_refused_write_is_permanent_what_an_operator_fixes_is_not() {
+        let part = |status: u16, code: Option<&str>| {
+            http(status, code, "", false).with_operation("$batch part 1 (create consent)")
+        };
+        assert!(part(400, None).is_permanent());
+        assert!(!part(403, Some(CODE_NOT_APP_USER)).is_permanent());
+        assert!(!part(403, Some(CODE_MISSING_PRIVILEGE)).is_permanent());
+        assert!(!part(401, None).is_permanent());
+        assert!(!part(503, None).is_permanent());
+        assert!(
+            !http(400, None, "", false).is_permanent(),
+            "a query: configuration"
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Log setup: JSON lines when Lambda's advanced logging asks for them
 //! (`AWS_LAMBDA_LOG_FORMAT=JSON`), plain text otherwise; the level comes from
-//! `AWS_LAMBDA_LOG_LEVEL`, then `RUST_LOG`, then `info`.
+//! `AWS_LAMBDA_LOG_LEVEL`, then `RUST_LOG`, then `info`. Metrics are EMF lines
+//! on stdout ([`metrics`]).
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
