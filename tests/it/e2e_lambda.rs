@@ -26,10 +26,11 @@ const ADDRESSES: [&str; 4] = [
     "jane.o'brien@example.com",
 ];
 
-struct World {
-    emulator: EmulatorHandle,
+/// The emulator, moto and the real `bootstrap` under a Runtime API.
+pub(crate) struct World {
+    pub(crate) emulator: EmulatorHandle,
     _moto: MotoServer,
-    lambda: LocalLambda,
+    pub(crate) lambda: LocalLambda,
 }
 
 /// An edit of a JSON document (the seed or the integration document).
@@ -45,7 +46,8 @@ struct Setup {
     faults: Option<Value>,
 }
 
-async fn world(edit: impl FnOnce(&mut Value) + 'static) -> World {
+/// A world with the fixture configuration, edited by `edit`.
+pub(crate) async fn world(edit: impl FnOnce(&mut Value) + 'static) -> World {
     world_with(Setup {
         config: Some(Box::new(edit)),
         ..Setup::default()

@@ -14,6 +14,7 @@ mod e2e_lambda;
 mod entra_auth;
 mod envelope_props;
 mod fault_matrix;
+mod metrics;
 mod odata_props;
 mod replay_order;
 mod round_trips;
