@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::config::IntegrationConfig;
 use crate::domain::decision::{ConsentPlan, SkipReason};
@@ -25,7 +25,7 @@ use crate::lambda::catalog::LazyCatalog;
 use crate::lambda::events::{InboundError, SqsMessage, classify};
 use crate::lambda::planning::{PlanResult, PlannedInvocation, plan_inbound};
 use crate::lambda::redelivery::{NoRedelivery, Redelivery, RedeliveryError};
-use crate::redact::{mask_emails_in, mask_identifier};
+use crate::redact::{mask_identifier, mask_personal_in};
 use crate::service::{ConsentStore, MessageOutcome, SyncService};
 use crate::telemetry::metrics::{
     DataverseTraffic, InvocationTally, Metrics, take_dataverse_traffic,
@@ -75,7 +75,7 @@ impl From<HandlerError> for Diagnostic {
         };
         Diagnostic {
             error_type: error_type.into(),
-            error_message: mask_emails_in(&error.to_string()),
+            error_message: mask_personal_in(&error.to_string()),
         }
     }
 }
@@ -125,8 +125,22 @@ impl<S: ConsentStore + Clone> Handler<S> {
         self
     }
 
-    /// Handles one invocation.
+    /// Handles one invocation. Every log line it causes carries the
+    /// invocation's `requestId` (and `xrayTraceId` when traced): the span is
+    /// at ERROR level so that no log level filters it out.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
+        let span = tracing::error_span!(
+            "invocation",
+            requestId = %event.context.request_id,
+            xrayTraceId = tracing::field::Empty
+        );
+        if let Some(trace_id) = &event.context.xray_trace_id {
+            span.record("xrayTraceId", trace_id.as_str());
+        }
+        self.handle_in_span(event).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
         let started = Instant::now();
         // The counters hold only this invocation's requests from here on.
         take_dataverse_traffic();
@@ -227,7 +241,7 @@ impl<S: ConsentStore + Clone> Handler<S> {
             }
             return Settlement::DeliverAgain;
         }
-        let reason = mask_emails_in(error);
+        let reason = mask_personal_in(error);
         match bounded(
             until,
             "SendMessage",
@@ -253,7 +267,7 @@ impl<S: ConsentStore + Clone> Handler<S> {
         deadline: Instant,
     ) -> (Value, MessageOutcome) {
         if let Err(rejected) = &item {
-            let reason = mask_emails_in(&rejected.to_string());
+            let reason = mask_personal_in(&rejected.to_string());
             warn!(request_id, error = %reason, "webhook rejected");
             let outcome = MessageOutcome::Failed {
                 error: reason.clone(),
@@ -323,7 +337,7 @@ impl<S: ConsentStore + Clone> Handler<S> {
             match tokio::time::timeout_at(deadline, self.catalog.get(deadline)).await {
                 Ok(Ok(catalog)) => catalog,
                 Ok(Err(unavailable)) => {
-                    warn!(error = %mask_emails_in(&unavailable.to_string()), "writes wait for the catalogue");
+                    warn!(error = %mask_personal_in(&unavailable.to_string()), "writes wait for the catalogue");
                     return unfinished(items, &unavailable.to_string());
                 }
                 Err(_elapsed) => {
@@ -448,7 +462,7 @@ fn public_error(error: &str) -> String {
             },
             None => part,
         })
-        .map(mask_emails_in)
+        .map(mask_personal_in)
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -523,10 +537,10 @@ fn log_outcome(
             event_id, user, created, updated, stale, replayed, "consent written"
         ),
         MessageOutcome::Skipped { reason } => {
-            info!(message_id, event_id, user, reason = %mask_emails_in(&reason.to_string()), skip_category = reason.category(), "webhook skipped")
+            info!(message_id, event_id, user, reason = %mask_personal_in(&reason.to_string()), skip_category = reason.category(), "webhook skipped")
         }
         MessageOutcome::Failed { error, retryable } => {
-            warn!(message_id, event_id, user, retryable, error = %mask_emails_in(error), "webhook failed")
+            warn!(message_id, event_id, user, retryable, error = %mask_personal_in(error), "webhook failed")
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::domain::writes::{Catalog, TargetProblem};
 use crate::lambda::catalog::{CatalogSource, CatalogUnavailable, LazyCatalog};
 use crate::lambda::handler::Handler;
 use crate::lambda::redelivery::Redelivery;
+use crate::redact::{SecretString, derive_log_hash_key, set_log_hash_key};
 use crate::telemetry::metrics::Metrics;
 
 /// Time kept back from each invocation's deadline to report unfinished
@@ -147,9 +148,15 @@ pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
             secret_id: secrets.secret_id().to_string(),
             source,
         })?;
+    let (raw, log_hash_key) = split_log_hash_key(&raw);
     let (document, merge_warnings) =
         merge_documents(&raw, environment.integration_config.as_deref())?;
     let loaded = IntegrationConfig::from_document(&document, environment.allow_insecure_http)?;
+    // Before anything logs a label: from here on labels are per deployment.
+    set_log_hash_key(
+        &log_hash_key
+            .unwrap_or_else(|| derive_log_hash_key(&loaded.config.credentials.client_secret)),
+    );
     for warning in merge_warnings.iter().chain(&loaded.warnings) {
         warn!(warning = %warning, "configuration");
     }
@@ -166,6 +173,27 @@ pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
         std::env::var("DEAD_LETTER_QUEUE_URL").ok(),
     );
     wire(config, client, Arc::new(redelivery)).await
+}
+
+/// Secret document key holding the key of the log labels ([`crate::redact`]).
+pub const LOG_HASH_KEY: &str = "log_hash_key";
+
+/// Takes `log_hash_key` out of the secret document (it is not part of the
+/// integration document), returning the rest and the key when it is a
+/// non-empty string. A document that is not a JSON object is returned as it
+/// is, for the configuration to report.
+pub fn split_log_hash_key(raw: &str) -> (String, Option<SecretString>) {
+    let Ok(serde_json::Value::Object(mut document)) = serde_json::from_str(raw) else {
+        return (raw.to_string(), None);
+    };
+    match document.remove(LOG_HASH_KEY) {
+        Some(serde_json::Value::String(key)) if !key.trim().is_empty() => (
+            serde_json::Value::Object(document).to_string(),
+            Some(SecretString::new(key)),
+        ),
+        Some(_) => (serde_json::Value::Object(document).to_string(), None),
+        None => (raw.to_string(), None),
+    }
 }
 
 /// The Dataverse client for `config`, with tokens from Entra at `authority`
@@ -275,5 +303,27 @@ impl CatalogSource for DataverseCatalog {
                 }
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_hash_key_is_taken_out_of_the_secret_document() {
+        let (rest, key) = split_log_hash_key(r#"{"log_hash_key":"k-1","upsert_mode":true}"#);
+        assert_eq!(key.unwrap().expose(), "k-1");
+        assert_eq!(rest, r#"{"upsert_mode":true}"#);
+    }
+
+    #[test]
+    fn a_document_without_a_log_hash_key_is_left_as_it_is() {
+        let raw = r#"{"upsert_mode": true}"#;
+        assert_eq!(split_log_hash_key(raw), (raw.to_string(), None));
+        assert_eq!(
+            split_log_hash_key("not json"),
+            ("not json".to_string(), None)
+        );
     }
 }

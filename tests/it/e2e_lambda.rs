@@ -316,35 +316,100 @@ async fn throttled_dataverse_fails_the_batch_back_to_the_queue_then_succeeds() {
     );
 }
 
+/// `address` as it appears in a URL query: `@` and the other reserved
+/// characters percent-encoded (upper and lower case hex).
+fn url_encoded_forms(address: &str) -> Vec<String> {
+    let encoded: String = address
+        .chars()
+        .map(|c| match c {
+            '@' => "%40".to_string(),
+            '\'' => "%27".to_string(),
+            '+' => "%2B".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    vec![
+        encoded.clone(),
+        encoded.to_lowercase(),
+        address.replace('@', "%40"),
+    ]
+}
+
 #[tokio::test]
-async fn logs_are_json_and_hold_no_secret_token_or_address() {
+async fn logs_are_json_carry_the_request_id_and_hold_no_secret_token_or_address() {
     let world = world(|_| {}).await;
+    let mut throttled = fixture("sqs-batch.json");
+    throttled["Records"][0]["messageId"] = json!("failing-run");
     for name in [
         "sqs-batch.json",
         "http-api-request.json",
         "event-created-opt-out.json",
+        "event-created-one-click-opt-out.json",
     ] {
         world.lambda.invoke_fixture(name).await;
     }
+    // A failing run too: error paths log Dataverse's answers.
+    world.emulator.set_faults(
+        serde_json::from_value(json!([
+            {"method": "GET", "path_contains": "msdynmkt_contactpointconsent4s", "times": null,
+             "action": {"status": 400, "message": "Bad value jane.doe@example.com"}}
+        ]))
+        .unwrap(),
+    );
+    let failed = world.lambda.invoke(&throttled).await;
+    assert!(
+        !failed["batchItemFailures"].as_array().unwrap().is_empty(),
+        "{failed}"
+    );
+    let direct = world
+        .lambda
+        .invoke_fixture("event-created-opt-in.json")
+        .await;
+    let told = direct["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        told.contains("HTTP 400"),
+        "the caller is told what failed: {direct}"
+    );
+    assert!(
+        !told.contains("Bad value") && !told.contains("jane"),
+        "but not Dataverse's internals: {direct}"
+    );
     let logs = world.lambda.logs();
     assert!(logs.lines().count() > 3, "{logs}");
-    for line in logs.lines() {
-        serde_json::from_str::<Value>(line)
-            .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
-    }
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
+        })
+        .collect();
     let lower = logs.to_lowercase();
-    for forbidden in [
-        EMULATOR_SECRET,
-        "jane.doe@example.com",
-        "o'brien+news@example.com",
-        "bearer ",
-    ] {
+    let forbidden = [EMULATOR_SECRET, "bearer ", "emu."]
+        .into_iter()
+        .map(str::to_string)
+        .chain(ADDRESSES.iter().map(|address| address.to_string()))
+        .chain(
+            ADDRESSES
+                .iter()
+                .flat_map(|address| url_encoded_forms(address)),
+        );
+    for forbidden in forbidden {
         assert!(
             !lower.contains(&forbidden.to_lowercase()),
             "logs contain {forbidden:?}"
         );
     }
-    assert!(logs.contains("message_id"), "per-message ids are logged");
+    let per_message: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line.get("message_id").is_some())
+        .collect();
+    assert!(!per_message.is_empty(), "per-message ids are logged");
+    for line in per_message {
+        assert!(
+            line["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+            "requestId is a top-level field: {line}"
+        );
+    }
 }
 
 /// Checks that the start failed: the process exits unsuccessfully and logs
