@@ -2,6 +2,7 @@
 //! pulls the Didomi webhook bodies out of them: an SQS batch, an API Gateway
 //! HTTP API v2 / Function URL request, or a bare webhook envelope.
 
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::sqs::SqsEvent;
 use base64::Engine;
 use serde_json::Value;
@@ -95,6 +96,9 @@ pub enum InboundError {
     /// The SQS records do not have the shape of an SQS event.
     #[error("the SQS records are malformed: {0}")]
     BadRecords(String),
+    /// An HTTP API / Function URL request that does not have that shape.
+    #[error("the HTTP request is malformed: {0}")]
+    BadHttpRequest(String),
     /// An HTTP request whose body claims base64 but is not.
     #[error("the HTTP request body is marked isBase64Encoded but is not valid base64")]
     BadBase64,
@@ -119,7 +123,7 @@ pub fn classify(event: Value) -> Result<Inbound, InboundError> {
     if object.contains_key("requestContext")
         && (object.contains_key("rawPath") || object.contains_key("routeKey"))
     {
-        return http_request(object);
+        return http_request(event);
     }
     if object.contains_key("type") && object.contains_key("parameters") {
         return Ok(Inbound::Direct(event));
@@ -168,28 +172,23 @@ fn sqs_messages(event: Value) -> Result<Vec<SqsMessage>, InboundError> {
         .collect())
 }
 
-fn http_request(object: &serde_json::Map<String, Value>) -> Result<Inbound, InboundError> {
-    let raw = object
-        .get("body")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let encoded = object
-        .get("isBase64Encoded")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let body = if encoded {
+/// The body and request id of an HTTP API v2 / Function URL request, read
+/// with `aws_lambda_events`' own type.
+fn http_request(event: Value) -> Result<Inbound, InboundError> {
+    let request: ApiGatewayV2httpRequest = serde_json::from_value(event)
+        .map_err(|err| InboundError::BadHttpRequest(err.to_string()))?;
+    let raw = request.body.unwrap_or_default();
+    let body = if request.is_base64_encoded {
         base64::engine::general_purpose::STANDARD
             .decode(raw)
             .map_err(|_| InboundError::BadBase64)?
     } else {
-        raw.as_bytes().to_vec()
+        raw.into_bytes()
     };
-    let request_id = object
-        .get("requestContext")
-        .and_then(|context| context.get("requestId"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    Ok(Inbound::Http { body, request_id })
+    Ok(Inbound::Http {
+        body,
+        request_id: request.request_context.request_id,
+    })
 }
 
 #[cfg(test)]
@@ -266,7 +265,7 @@ mod tests {
     #[test]
     fn http_api_body_is_decoded_from_base64() {
         let event = json!({"version": "2.0", "routeKey": "POST /didomi/webhooks", "rawPath": "/didomi/webhooks",
-            "requestContext": {"requestId": "r-1"}, "isBase64Encoded": true, "body": "eyJhIjoxfQ=="});
+            "requestContext": {"requestId": "r-1", "http": {"method": "POST"}}, "isBase64Encoded": true, "body": "eyJhIjoxfQ=="});
         assert_eq!(
             classify(event),
             Ok(Inbound::Http {
@@ -278,8 +277,7 @@ mod tests {
 
     #[test]
     fn invalid_base64_body_is_an_error() {
-        let event =
-            json!({"rawPath": "/", "requestContext": {}, "isBase64Encoded": true, "body": "%%%"});
+        let event = json!({"rawPath": "/", "requestContext": {"http": {"method": "POST"}}, "isBase64Encoded": true, "body": "%%%"});
         assert_eq!(classify(event), Err(InboundError::BadBase64));
     }
 

@@ -9,6 +9,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::HeaderValue;
+use aws_lambda_events::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use aws_lambda_events::sqs::SqsBatchResponse;
 use futures_util::FutureExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -506,12 +510,22 @@ fn summary(item: &Result<ConsentPlan, RejectedWebhook>, outcome: &MessageOutcome
     }
 }
 
+/// An HTTP API v2 / Function URL response with a JSON body.
 fn http_response(status: u16, body: &Value, retry_after: Option<u64>) -> Value {
-    let mut headers = json!({ "content-type": "application/json" });
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = i64::from(status);
+    response
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(seconds) = retry_after {
-        headers["retry-after"] = json!(seconds.to_string());
+        response
+            .headers
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
-    json!({ "statusCode": status, "headers": headers, "body": body.to_string(), "isBase64Encoded": false })
+    response.body = Some(Body::Text(body.to_string()));
+    response.is_base64_encoded = false;
+    // Headers of static names and numbers always serialise.
+    serde_json::to_value(response).expect("an HTTP response is plain JSON")
 }
 
 /// One structured line per message: ids, masked user, outcome. Never the
@@ -712,7 +726,7 @@ mod tests {
 
     #[tokio::test]
     async fn skipped_webhooks_need_no_store_and_answer_200() {
-        let request = json!({"rawPath": "/didomi/webhooks", "routeKey": "POST /didomi/webhooks", "requestContext": {"requestId": "r"},
+        let request = json!({"rawPath": "/didomi/webhooks", "routeKey": "POST /didomi/webhooks", "requestContext": {"requestId": "r", "http": {"method": "POST"}},
             "body": include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/events/event-created-cpra.json"))});
         let answer = handler().handle(event(request)).await.unwrap();
         assert_eq!(answer["statusCode"], 200, "{answer}");
@@ -929,6 +943,24 @@ mod tests {
             queue.hidden.lock().unwrap().len(),
             1,
             "backed off, not dead-lettered"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retryable_http_failure_is_a_503_with_retry_after_and_a_json_body() {
+        let request = json!({"version": "2.0", "rawPath": "/didomi/webhooks", "routeKey": "POST /didomi/webhooks",
+            "requestContext": {"requestId": "r", "http": {"method": "POST"}}, "body": OPT_IN});
+        let answer = handler_with(DownStore)
+            .handle(event(request))
+            .await
+            .unwrap();
+        assert_eq!(answer["statusCode"], 503, "{answer}");
+        assert_eq!(answer["headers"]["retry-after"], "30");
+        assert_eq!(answer["headers"]["content-type"], "application/json");
+        let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("HTTP 503"),
+            "{body}"
         );
     }
 
