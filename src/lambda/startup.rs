@@ -21,8 +21,8 @@ use futures_util::future::BoxFuture;
 use url::Url;
 
 use crate::adapters::dataverse::{DataverseClient, DataverseError, RetryPolicy};
+use crate::adapters::entra::CredentialSource;
 use crate::adapters::entra::provider::EntraTokenProvider;
-use crate::adapters::entra::{AuthError, CredentialSource};
 use crate::adapters::http::http_client;
 use crate::adapters::secrets_manager::{
     DEFAULT_SECRET_TTL, SecretsError, SecretsManagerSource, sdk_client,
@@ -45,7 +45,9 @@ pub const SAFETY_MARGIN: Duration = Duration::from_secs(3);
 /// whole init phase 10 seconds).
 const STARTUP_BUDGET: Duration = Duration::from_secs(7);
 
-/// Why the function cannot start. Each message says what to fix.
+/// Why the function cannot start: configuration no retry can fix. (Entra
+/// or Dataverse being unreachable is not among them: see the module
+/// documentation.) Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     /// `SECRET_ID` is not set.
@@ -64,13 +66,6 @@ pub enum InitError {
         /// What Secrets Manager (or the network) said.
         source: SecretsError,
     },
-    /// No token for Dataverse (kept for callers that read a catalogue
-    /// eagerly; the function itself starts without one).
-    #[error("getting a Dataverse token: {0}")]
-    Auth(#[from] AuthError),
-    /// Dataverse refused or failed the start-up reads (as for `Auth`).
-    #[error("reading purposes and topics from Dataverse: {0}")]
-    Dataverse(#[from] DataverseError),
     /// Mapped purposes or topics that do not exist.
     #[error("mappings name targets Dataverse does not have: {}", describe(.0))]
     UnknownTargets(Vec<TargetProblem>),
@@ -82,8 +77,6 @@ impl InitError {
         match self {
             InitError::MissingSecretId | InitError::Config(_) => "InvalidConfiguration",
             InitError::Secret { .. } => "SecretUnavailable",
-            InitError::Auth(_) => "EntraAuthenticationFailed",
-            InitError::Dataverse(_) => "DataverseUnavailable",
             InitError::UnknownTargets(_) => "UnknownMappingTargets",
         }
     }
@@ -103,7 +96,7 @@ pub async fn report_init_error(error: &InitError) {
     } else {
         format!("http://{api}")
     };
-    let body = serde_json::json!({ "errorType": error.kind(), "errorMessage": error.to_string() });
+    let body = serde_json::json!({ "errorType": error.kind(), "errorMessage": crate::redact::mask_personal_in(&error.to_string()) });
     let sent = reqwest::Client::new()
         .post(format!("{base}/2018-06-01/runtime/init/error"))
         .header(
