@@ -35,6 +35,24 @@ pub fn visibility_after_failure(receive_count: u32, jitter: f64) -> Duration {
     (step + extra).min(MAX_BACKOFF)
 }
 
+/// Time allowed between SQS handing the batch to Lambda's poller and the
+/// invocation starting (the batching window is at most 30 s in
+/// `template.yaml`), with room to spare.
+pub const RECEIVE_ALLOWANCE: Duration = Duration::from_secs(60);
+
+/// `visibility` clipped to what SQS accepts for this receipt: a message can
+/// stay hidden at most 12 hours from when it was received, so a longer
+/// `ChangeMessageVisibility` would be refused and the message would come back
+/// after the queue's (short) visibility timeout instead. `since_invoked` is
+/// how long the invocation has run; [`RECEIVE_ALLOWANCE`] covers the time
+/// before it.
+pub fn within_receipt_limit(visibility: Duration, since_invoked: Duration) -> Duration {
+    let limit = MAX_BACKOFF
+        .saturating_sub(since_invoked)
+        .saturating_sub(RECEIVE_ALLOWANCE);
+    visibility.min(limit)
+}
+
 /// [`visibility_after_failure`] with a fresh random jitter.
 pub fn jittered_visibility_after_failure(receive_count: u32) -> Duration {
     visibility_after_failure(receive_count, fastrand::f64())
@@ -76,6 +94,14 @@ mod tests {
         assert_eq!(visibility_after_failure(13, 1.0), MAX_BACKOFF);
         assert!(visibility_after_failure(11, 1.0) < MAX_BACKOFF);
         assert_eq!(visibility_after_failure(u32::MAX, 1.0), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn the_cap_leaves_room_for_the_time_since_the_message_was_received() {
+        let capped = within_receipt_limit(MAX_BACKOFF, Duration::from_secs(5));
+        assert_eq!(capped, Duration::from_secs(43_200 - 5 - 60));
+        let short = Duration::from_secs(30);
+        assert_eq!(within_receipt_limit(short, Duration::from_secs(5)), short);
     }
 
     #[test]

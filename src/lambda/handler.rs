@@ -24,7 +24,7 @@ use crate::config::IntegrationConfig;
 use crate::domain::decision::{ConsentPlan, SkipReason};
 use crate::domain::mapping::RejectedWebhook;
 use crate::domain::writes::Catalog;
-use crate::lambda::backoff::jittered_visibility_after_failure;
+use crate::lambda::backoff::{jittered_visibility_after_failure, within_receipt_limit};
 use crate::lambda::catalog::LazyCatalog;
 use crate::lambda::events::{InboundError, SqsMessage, classify};
 use crate::lambda::planning::{PlanResult, PlannedInvocation, plan_inbound};
@@ -158,7 +158,7 @@ impl<S: ConsentStore + Clone> Handler<S> {
         let deadline = now + remaining.saturating_sub(self.safety_margin);
         let (answer, outcomes) = match plan_inbound(classify(event.payload)?, &self.config.rules) {
             PlannedInvocation::Sqs(messages) => {
-                let (response, outcomes) = self.sqs(messages, deadline, end).await;
+                let (response, outcomes) = self.sqs(messages, deadline, end, started).await;
                 (Ok(to_value(response)), outcomes)
             }
             PlannedInvocation::Http { request_id, item } => {
@@ -182,6 +182,7 @@ impl<S: ConsentStore + Clone> Handler<S> {
         messages: Vec<(SqsMessage, PlanResult)>,
         deadline: Instant,
         end: Instant,
+        invoked: Instant,
     ) -> (SqsBatchResponse, Vec<MessageOutcome>) {
         let (messages, items): (Vec<SqsMessage>, Vec<PlanResult>) = messages.into_iter().unzip();
         let outcomes = self.process(&items, deadline).await;
@@ -194,7 +195,7 @@ impl<S: ConsentStore + Clone> Handler<S> {
             messages
                 .iter()
                 .zip(&outcomes)
-                .map(|(message, outcome)| self.settle(message, outcome, until)),
+                .map(|(message, outcome)| self.settle(message, outcome, invoked, until)),
         )
         .await;
         let mut response = SqsBatchResponse::default();
@@ -214,6 +215,7 @@ impl<S: ConsentStore + Clone> Handler<S> {
         &self,
         message: &SqsMessage,
         outcome: &MessageOutcome,
+        invoked: Instant,
         until: Instant,
     ) -> Settlement {
         let MessageOutcome::Failed { error, retryable } = outcome else {
@@ -225,7 +227,10 @@ impl<S: ConsentStore + Clone> Handler<S> {
             else {
                 return Settlement::DeliverAgain;
             };
-            let visibility = jittered_visibility_after_failure(message.receive_count);
+            let visibility = within_receipt_limit(
+                jittered_visibility_after_failure(message.receive_count),
+                invoked.elapsed(),
+            );
             let hidden = bounded(
                 until,
                 "ChangeMessageVisibility",
