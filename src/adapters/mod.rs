@@ -8,3 +8,4 @@ pub mod dataverse;
 pub mod entra;
 pub mod http;
 pub mod secrets_manager;
+pub mod sqs_redelivery;

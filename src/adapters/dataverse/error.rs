@@ -213,6 +213,22 @@ impl DataverseError {
         }
     }
 
+    /// True when no later delivery of the same message can succeed, whatever
+    /// an operator changes: Dataverse refused the request's content (400,
+    /// 405, 413, 415, 422: a write's values, or a query an odd id broke), or
+    /// the answer or the request itself is unusable (a foreign nextLink, a
+    /// field name that is not a logical name). Everything else (outages, and
+    /// what an operator fixes in Dataverse or Entra: 401, 403 Application
+    /// User or privilege, a missing row or column) may succeed later, so the
+    /// message backs off in the queue instead of going to the dead-letter queue.
+    pub fn is_permanent(&self) -> bool {
+        match self.kind.as_ref() {
+            ErrorKind::Http { status, .. } => matches!(status, 400 | 405 | 413 | 415 | 422),
+            ErrorKind::Protocol(_) | ErrorKind::InvalidInput(_) => true,
+            _ => false,
+        }
+    }
+
     fn render(&self) -> String {
         let mut line = format!("{}: {}", self.operation, self.describe());
         if let Some(id) = &self.request_id {
@@ -413,6 +429,26 @@ mod tests {
             assert!(error.is_retryable(), "{code}");
             assert!(!error.is_transient(), "{code}");
         }
+    }
+
+    #[test]
+    fn only_refused_content_is_permanent_what_an_operator_fixes_is_not() {
+        let part = |status: u16, code: Option<&str>| {
+            http(status, code, "", false).with_operation("$batch part 1 (create consent)")
+        };
+        assert!(part(400, None).is_permanent());
+        assert!(!part(403, Some(CODE_NOT_APP_USER)).is_permanent());
+        assert!(!part(403, Some(CODE_MISSING_PRIVILEGE)).is_permanent());
+        assert!(!part(401, None).is_permanent());
+        assert!(!part(503, None).is_permanent());
+        assert!(
+            http(400, None, "", false).is_permanent(),
+            "a query an odd id broke: the service then finds that id"
+        );
+        assert!(
+            !part(404, None).is_permanent(),
+            "a purpose deleted since start"
+        );
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl Inner {
                 .header(CONTENT_TYPE, content_type)
                 .body(body.to_vec());
         }
+        crate::telemetry::metrics::dataverse_request();
         let exchange = async {
             let response = builder.send().await?;
             let status = response.status();
@@ -185,6 +186,9 @@ pub(super) fn http_error(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| parse_retry_after(value, SystemTime::now()));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        crate::telemetry::metrics::dataverse_throttled(retry_after);
+    }
     DataverseError::http(
         operation,
         status.as_u16(),

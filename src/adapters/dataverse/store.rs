@@ -8,8 +8,11 @@ use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic, WriteOp};
 use crate::service::{ConsentStore, StoreError};
 
 impl StoreError for DataverseError {
+    /// A later delivery may succeed unless Dataverse refused the write's
+    /// content: outages retry, and so does what an operator fixes (the app
+    /// user's roles, a missing column), backing off in the queue meanwhile.
     fn is_retryable(&self) -> bool {
-        DataverseError::is_retryable(self)
+        !DataverseError::is_permanent(self)
     }
 
     fn is_already_exists(&self) -> bool {
