@@ -44,7 +44,8 @@ FUNCTION_METRICS = [
 ]
 SKIP_REASONS = ["anonymous", "pending_approval", "regulation", "unmapped", "no_contact", "type"]
 # Retry backoff of the function: 30 s doubling per delivery, capped at SQS's 12 h.
-FIRST_DELAY, MAX_DELAY = 30, 43200
+# 12 h less the 60 s the function keeps back for SQS's limit (src/lambda/backoff.rs).
+FIRST_DELAY, MAX_DELAY = 30, 43140
 FOUR_DAYS = 4 * 86400
 ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 RETAIN = {"Ref": "RetainData"}
