@@ -24,7 +24,6 @@ use didomi_cpc_sync::cli::backfill::{self, BackfillOptions, Sink};
 use didomi_cpc_sync::cli::reconcile::{self, ReconcileOptions};
 use didomi_cpc_sync::cli::source::UserSource;
 use didomi_cpc_sync::config::{DidomiApiSettings, IntegrationConfig};
-use didomi_cpc_sync::domain::writes::Catalog;
 use didomi_cpc_sync::service::SyncService;
 use serde_json::{Value, json};
 
@@ -95,13 +94,10 @@ async fn service(
     emulator: &EmulatorHandle,
     config: &IntegrationConfig,
 ) -> SyncService<DataverseClient> {
-    let client = dataverse(emulator, config);
+    let service = SyncService::new(dataverse(emulator, config), Arc::new(config.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let catalog = Catalog::new(
-        client.purposes(deadline).await.unwrap(),
-        client.topics(deadline).await.unwrap(),
-    );
-    SyncService::new(client, Arc::new(config.clone()), Arc::new(catalog))
+    service.metadata(deadline).await.unwrap();
+    service
 }
 
 fn add_latency(emulator: &EmulatorHandle) {
@@ -174,29 +170,18 @@ async fn bench_direct_and_reconcile(users: usize) {
         "",
     );
 
-    let reader = dataverse(&emulator, &config);
     let mut out = Vec::new();
     let options = ReconcileOptions {
         show_addresses: false,
         progress: false,
     };
-    // Take the token before timing, as the backfill's service did.
-    let _ = reader
-        .purposes(tokio::time::Instant::now() + Duration::from_secs(30))
-        .await
-        .unwrap();
+    // Token and metadata before timing, as for the backfill's service.
+    let reader = self::service(&emulator, &config).await;
     emulator.clear_requests();
     let started = Instant::now();
-    let found = reconcile::run(
-        didomi(&emulator),
-        &config,
-        &reader,
-        None,
-        &mut out,
-        &options,
-    )
-    .await
-    .unwrap();
+    let found = reconcile::run(didomi(&emulator), &reader, false, &mut out, &options)
+        .await
+        .unwrap();
     assert_eq!(found.before.drift(), 0);
     report(
         "reconcile (in sync)",

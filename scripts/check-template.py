@@ -1,28 +1,60 @@
 #!/usr/bin/env python3
-"""Security checks on template.yaml that the linters do not make.
+"""Security and operations checks on template.yaml that the linters do not make.
 
 - The webhook route is protected by the JWT authorizer unless the operator
   explicitly turns it off (EnableWebhookAuth defaults to "true").
 - The function may read exactly the configured secret, and decrypt only with
-  the given KMS key, only through Secrets Manager; no other policy, no "*".
+  the given KMS key, only through Secrets Manager; of SQS it may only change
+  the visibility of the webhook queue's messages and send to the dead-letter
+  queue; no other policy, no "*".
 - API Gateway may only send messages to the webhook queue.
 - The queue has a dead-letter queue and a visibility timeout of at least 6x
-  the function timeout for every allowed timeout.
+  the function timeout for every allowed timeout; MaxReceiveCount's default
+  lets the retry backoff cover at least four days, with the figures stated.
+- Both queues and every log group follow RetainData (default Retain); both
+  queues deny non-TLS access; every log group has a retention and the
+  LogKmsKeyArn key when set.
+- Logs: JSON, SystemLogLevel INFO; HTTP API access logs with no caller
+  address, identity or body.
+- The function gets METRICS_NAMESPACE and DEAD_LETTER_QUEUE_URL; Tracing is a
+  parameter; BatchSize over 10 always gets a batching window.
+- The dashboard shows every metric the function emits, the queues and the
+  alarms; every alarm notifies AlarmTopicArn (when set) on ALARM and OK and
+  fires within five minutes.
+- Every checkov skip carries a reason.
 
 Run with the project's .venv python (cfn-lint provides the template decoder).
 Exits non-zero with one line per violation.
 """
 import json
+import re
 import sys
 
 from cfnlint.decode import decode
 
 problems = []
 
+# The function's embedded-metric-format metrics (namespace MetricsNamespace,
+# dimension FunctionName); WebhooksSkipped also by SkipReason.
+FUNCTION_METRICS = [
+    "WebhooksReceived", "WebhooksSkipped", "ConsentsCreated", "ConsentsUpdated",
+    "DecisionsStale", "DecisionsReplayed", "MessagesFailedRetryable", "MessagesFailedPermanent",
+    "DataverseRequests", "DataverseThrottled", "DataverseRetryAfterSeconds", "BatchDurationMs",
+    "ColdStart", "InitDurationMs",
+]
+SKIP_REASONS = ["anonymous", "pending_approval", "regulation", "unmapped", "no_contact", "type"]
+# Retry backoff of the function: 30 s doubling per delivery, capped at SQS's 12 h.
+# 12 h less the 60 s the function keeps back for SQS's limit (src/lambda/backoff.rs).
+FIRST_DELAY, MAX_DELAY = 30, 43140
+FOUR_DAYS = 4 * 86400
+ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+RETAIN = {"Ref": "RetainData"}
+
 
 def check(condition, message):
     if not condition:
         problems.append(message)
+    return condition
 
 
 def walk(node):
@@ -36,50 +68,89 @@ def walk(node):
             yield from walk(value)
 
 
-def main(path):
-    template, errors = decode(path)
-    if errors:
-        print(f"{path}: cannot decode: {errors}")
-        return 1
-    params = template["Parameters"]
-    resources = template["Resources"]
+def dig(node, *path):
+    """node[path[0]][path[1]]..., or None where a step is missing."""
+    for step in path:
+        if isinstance(node, dict):
+            node = node.get(step)
+        elif isinstance(node, list) and isinstance(step, int) and -len(node) <= step < len(node):
+            node = node[step]
+        else:
+            return None
+    return node
 
+
+def plain(node):
+    """The decoded template node as plain dicts, lists and strings."""
+    return json.loads(json.dumps(node, default=str))
+
+
+def backoff_span(receives):
+    """Seconds of backoff the function adds over `receives` deliveries."""
+    return sum(min(FIRST_DELAY * 2 ** n, MAX_DELAY) for n in range(receives))
+
+
+def of_type(resources, kind):
+    return {name: r for name, r in resources.items() if r.get("Type") == kind}
+
+
+def check_auth(params, resources):
     check(params["EnableWebhookAuth"].get("Default") == "true", "EnableWebhookAuth must default to \"true\"")
     route = resources["WebhookRoute"]["Properties"]
     check(route["AuthorizationType"] == {"Fn::If": ["AuthEnabled", "JWT", "NONE"]},
           "the webhook route must use the JWT authorizer whenever AuthEnabled")
-    check(route["AuthorizerId"]["Fn::If"][1] == {"Ref": "WebhookAuthorizer"}, "the route must name WebhookAuthorizer")
-    check(route.get("AuthorizationScopes", {}).get("Fn::If", [None, []])[1] == ["didomi-cpc-sync/webhooks.write"],
+    check(dig(route, "AuthorizerId", "Fn::If", 1) == {"Ref": "WebhookAuthorizer"}, "the route must name WebhookAuthorizer")
+    check(dig(route, "AuthorizationScopes", "Fn::If", 1) == ["didomi-cpc-sync/webhooks.write"],
           "the route must require the webhooks.write scope")
     client = resources["DidomiClient"]["Properties"]
     check(client["AllowedOAuthFlows"] == ["client_credentials"], "the Didomi client must allow client_credentials only")
 
+
+def check_function_policies(resources):
     function = resources["SyncFunction"]["Properties"]
-    policies = function["Policies"]
-    check(len(policies) == 2, f"the function must have exactly 2 policy entries, has {len(policies)}")
-    check(policies[0] == {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "SecretArn"}}},
+    policies = function.get("Policies", [])
+    check(len(policies) == 3, f"the function must have exactly 3 policy entries, has {len(policies)}")
+    check(dig(policies, 0) == {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "SecretArn"}}},
           "policy 1 must be GetSecretValue on the SecretArn parameter only")
-    kms = policies[1].get("Fn::If", [])
+    kms = dig(policies, 1, "Fn::If") or []
     check(len(kms) == 3 and kms[0] == "HasKmsKey" and kms[2] == {"Ref": "AWS::NoValue"},
           "policy 2 must exist only when HasKmsKey")
-    statements = kms[1]["Statement"] if len(kms) == 3 else []
-    check(len(statements) == 1 and statements[0]["Action"] == "kms:Decrypt"
-          and statements[0]["Resource"] == {"Ref": "SecretKmsKeyArn"}
+    statements = dig(kms, 1, "Statement") or []
+    check(len(statements) == 1 and statements[0].get("Action") == "kms:Decrypt"
+          and statements[0].get("Resource") == {"Ref": "SecretKmsKeyArn"}
           and "kms:ViaService" in json.dumps(statements[0].get("Condition", {})),
           "the KMS statement must allow only kms:Decrypt on SecretKmsKeyArn via Secrets Manager")
+    sqs = [{k: s.get(k) for k in ("Effect", "Action", "Resource")} for s in dig(policies, 2, "Statement") or []]
+    check(sqs == [
+        {"Effect": "Allow", "Action": "sqs:ChangeMessageVisibility", "Resource": {"Fn::GetAtt": ["WebhookQueue", "Arn"]}},
+        {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}},
+    ], "policy 3 must allow exactly sqs:ChangeMessageVisibility on WebhookQueue and sqs:SendMessage on DeadLetterQueue")
+    actions = [a for node in walk(policies) if isinstance(node, dict) and node.get("Effect") == "Allow"
+               for a in (node.get("Action") if isinstance(node.get("Action"), list) else [node.get("Action")])]
+    check(not [a for a in actions if str(a).startswith("sqs:") and a not in ("sqs:ChangeMessageVisibility", "sqs:SendMessage")],
+          "the function's own policies may grant no SQS action but ChangeMessageVisibility and SendMessage")
 
+
+def check_api_role(resources):
     role = resources["WebhookApiRole"]["Properties"]["Policies"]
     api_statements = [s for p in role for s in p["PolicyDocument"]["Statement"]]
     check(api_statements == [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": ["WebhookQueue", "Arn"]}}],
           "API Gateway may only sqs:SendMessage to the webhook queue")
 
+
+def check_no_wildcards(resources):
     for name, resource in resources.items():
         for node in walk(resource.get("Properties", {})):
             if isinstance(node, dict) and node.get("Effect") == "Allow":
                 check(node.get("Action") != "*" and node.get("Resource") != "*", f"{name}: an Allow statement uses \"*\"")
 
+
+def check_queue_and_retries(template, params, resources):
+    function = resources["SyncFunction"]["Properties"]
     queue = resources["WebhookQueue"]["Properties"]
     check("RedrivePolicy" in queue, "the webhook queue needs a dead-letter queue")
+    check(dig(queue, "RedrivePolicy", "maxReceiveCount") == {"Ref": "MaxReceiveCount"},
+          "the webhook queue's maxReceiveCount must be the MaxReceiveCount parameter")
     visibility = template["Mappings"]["VisibilityBySeconds"]
     for timeout in params["FunctionTimeout"]["AllowedValues"]:
         entry = visibility.get(str(timeout))
@@ -88,6 +159,209 @@ def main(path):
     events = function["Events"]["Webhooks"]["Properties"]
     check(events.get("FunctionResponseTypes") == ["ReportBatchItemFailures"],
           "the SQS trigger must report batch item failures, or failed messages are lost")
+
+    receives = int(params["MaxReceiveCount"].get("Default", 0))
+    last_try, to_dlq = backoff_span(receives - 1), backoff_span(receives)
+    check(last_try >= FOUR_DAYS,
+          f"MaxReceiveCount default {receives}: the last try comes {last_try} s after the first; "
+          f"the backoff must cover at least {FOUR_DAYS} s (4 days)")
+    description = params["MaxReceiveCount"].get("Description", "")
+    check(str(last_try) in description and str(to_dlq) in description,
+          f"the MaxReceiveCount description must state the figures for its default: last try {last_try} s, "
+          f"dead-letter queue {to_dlq} s")
+
+    check(int(params["BatchSize"].get("MaxValue", 0)) <= 100, "BatchSize must allow at most 100")
+    check(params.get("MaximumBatchingWindowInSeconds", {}).get("Default") in (0, "0"),
+          "MaximumBatchingWindowInSeconds must default to 0")
+    check(events.get("MaximumBatchingWindowInSeconds") == {"Fn::If": [
+        "HasBatchingWindow", {"Ref": "MaximumBatchingWindowInSeconds"}, {"Fn::If": ["LargeBatch", 1, {"Ref": "AWS::NoValue"}]}]},
+        "the SQS trigger's window must be MaximumBatchingWindowInSeconds, else 1 s when LargeBatch (Lambda requires >= 1 s above 10)")
+    large = plain(dig(template, "Conditions", "LargeBatch"))
+    small_sizes = sorted(int(eq["Fn::Equals"][1]) for eq in dig(large, "Fn::Not", 0, "Fn::Or") or []
+                         if dig(eq, "Fn::Equals", 0) == {"Ref": "BatchSize"})
+    check(small_sizes == list(range(1, 11)), "LargeBatch must be true exactly when BatchSize is not 1..10")
+
+
+def check_retention_and_tls(template, params, resources):
+    check(params.get("RetainData", {}).get("Default") == "Retain"
+          and sorted(params.get("RetainData", {}).get("AllowedValues", [])) == ["Delete", "Retain"],
+          "RetainData must be Retain (default) or Delete")
+    queues = of_type(resources, "AWS::SQS::Queue")
+    log_groups = of_type(resources, "AWS::Logs::LogGroup")
+    check(set(queues) >= {"WebhookQueue", "DeadLetterQueue"}, "both queues must be in the template")
+    for name, resource in {**queues, **log_groups}.items():
+        for attribute in ("DeletionPolicy", "UpdateReplacePolicy"):
+            check(resource.get(attribute) == RETAIN, f"{name}: {attribute} must be !Ref RetainData")
+    for name, resource in log_groups.items():
+        props = resource.get("Properties", {})
+        check("RetentionInDays" in props, f"{name}: a log group needs a retention")
+        check(props.get("KmsKeyId") == {"Fn::If": ["HasLogKmsKey", {"Ref": "LogKmsKeyArn"}, {"Ref": "AWS::NoValue"}]},
+              f"{name}: KmsKeyId must be LogKmsKeyArn when set")
+
+    policies = {**of_type(resources, "AWS::SQS::QueueInlinePolicy"), **of_type(resources, "AWS::SQS::QueuePolicy")}
+    for queue in queues:
+        tls_only = False
+        for policy in policies.values():
+            props = policy.get("Properties", {})
+            targets = [props.get("Queue")] + list(props.get("Queues", []))
+            if {"Ref": queue} not in targets:
+                continue
+            for statement in dig(props, "PolicyDocument", "Statement") or []:
+                tls_only |= (statement.get("Effect") == "Deny" and statement.get("Principal") == "*"
+                             and statement.get("Action") == "sqs:*"
+                             and statement.get("Resource") == {"Fn::GetAtt": [queue, "Arn"]}
+                             and str(dig(statement, "Condition", "Bool", "aws:SecureTransport")).lower() == "false")
+        check(tls_only, f"{queue}: needs a queue policy denying sqs:* when aws:SecureTransport is false")
+
+
+def check_logging_and_tracing(params, resources):
+    function = resources["SyncFunction"]["Properties"]
+    logging = function.get("LoggingConfig", {})
+    check(logging.get("LogFormat") == "JSON", "the function must log JSON")
+    check(logging.get("SystemLogLevel") == "INFO", "SystemLogLevel must be INFO (WARN drops the START/REPORT lines)")
+    check(logging.get("LogGroup") == {"Ref": "SyncFunctionLogGroup"}, "the function must log to SyncFunctionLogGroup")
+
+    tracing = params.get("Tracing", {})
+    check(tracing.get("Default") == "PassThrough" and sorted(tracing.get("AllowedValues", [])) == ["Active", "PassThrough"],
+          "the Tracing parameter must be Active or PassThrough, default PassThrough")
+    check(function.get("Tracing") == {"Ref": "Tracing"}, "the function's Tracing must be the Tracing parameter")
+
+    variables = dig(function, "Environment", "Variables") or {}
+    check(variables.get("METRICS_NAMESPACE") == {"Ref": "MetricsNamespace"}, "env METRICS_NAMESPACE must be the MetricsNamespace parameter")
+    check(params.get("MetricsNamespace", {}).get("Default") == "DidomiCpcSync", "MetricsNamespace must default to DidomiCpcSync")
+    check(variables.get("DEAD_LETTER_QUEUE_URL") == {"Ref": "DeadLetterQueue"}, "env DEAD_LETTER_QUEUE_URL must be the dead-letter queue's URL")
+
+    stage = resources["WebhookStage"]["Properties"]
+    access = stage.get("AccessLogSettings", {})
+    destination = dig(access, "DestinationArn", "Fn::GetAtt") or [None]
+    group = resources.get(destination[0], {})
+    check(group.get("Type") == "AWS::Logs::LogGroup" and "RetentionInDays" in group.get("Properties", {}),
+          "the webhook stage must write access logs to a log group of this stack with a retention")
+    fmt = str(access.get("Format", ""))
+    for forbidden in ("$context.identity.", "sourceIp", "body", "$context.authorizer.claims", "$request."):
+        check(forbidden.lower() not in fmt.lower(), f"the access log format must not hold {forbidden} (no address, identity or body)")
+    for wanted in ("$context.requestId", "$context.routeKey", "$context.status", "$context.responseLength",
+                   "$context.integrationErrorMessage", "$context.authorizer.error", "$context.requestTime"):
+        check(wanted in fmt, f"the access log format must hold {wanted}")
+    try:
+        json.loads(fmt)
+    except ValueError as error:
+        check(False, f"the access log format must be one JSON object: {error}")
+
+
+def dashboard_metrics(body):
+    """(namespace, name, {dimension: value}, stat) of every metric row of a dashboard body."""
+    rows = []
+    for widget in body.get("widgets", []):
+        properties = widget.get("properties", {})
+        previous = []
+        for row in properties.get("metrics", []):
+            options = row[-1] if row and isinstance(row[-1], dict) else {}
+            fields = [f for f in row if not isinstance(f, dict)]
+            fields = [previous[i] if f == "." and i < len(previous) else f for i, f in enumerate(fields)]
+            previous = fields
+            if len(fields) >= 2:
+                dims = dict(zip(fields[2::2], fields[3::2]))
+                rows.append((fields[0], fields[1], dims, options.get("stat", properties.get("stat"))))
+    return rows
+
+
+def check_dashboard_and_alarms(resources):
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm")
+    for name, alarm in alarms.items():
+        props = alarm.get("Properties", {})
+        check(props.get("AlarmActions") == ALARM_ACTIONS, f"{name}: AlarmActions must be [AlarmTopicArn] when HasAlarmTopic")
+        check(props.get("OKActions") == ALARM_ACTIONS, f"{name}: OKActions must be [AlarmTopicArn] when HasAlarmTopic")
+        window = int(props.get("Period", 0)) * int(props.get("EvaluationPeriods", 0))
+        check(0 < window <= 300, f"{name}: must fire within 5 minutes (Period x EvaluationPeriods = {window} s)")
+        check(props.get("TreatMissingData") == "notBreaching", f"{name}: missing data must not breach")
+
+    def alarms_on(namespace, metric, **dims):
+        found = []
+        for name, alarm in alarms.items():
+            props = alarm.get("Properties", {})
+            have = {d.get("Name"): d.get("Value") for d in props.get("Dimensions", [])}
+            if props.get("Namespace") == namespace and props.get("MetricName") == metric and all(have.get(k) == v for k, v in dims.items()):
+                found.append(props)
+        return found
+
+    own = {"Ref": "MetricsNamespace"}
+    function = {"FunctionName": {"Ref": "SyncFunction"}}
+    permanent = alarms_on(own, "MessagesFailedPermanent", **function)
+    check(any(p.get("Statistic") == "Sum" and int(p.get("Period", 0)) == 60 and float(p.get("Threshold", -1)) == 0
+              and p.get("ComparisonOperator") == "GreaterThanThreshold" for p in permanent),
+          "an alarm must fire on any MessagesFailedPermanent (Sum > 0 over 1 minute)")
+    check(any(int(p.get("DatapointsToAlarm", p.get("EvaluationPeriods", 1))) > 1 for p in alarms_on(own, "DataverseThrottled", **function)),
+          "an alarm must fire on sustained DataverseThrottled (several of the last minutes)")
+    api = {"ApiId": {"Ref": "WebhookApi"}, "Stage": "$default"}
+    for metric in ("4xx", "5xx"):
+        check(alarms_on("AWS/ApiGateway", metric, **api), f"an alarm must watch the webhook API's {metric} (AWS/ApiGateway, ApiId and Stage)")
+    check(alarms_on("AWS/SQS", "ApproximateNumberOfMessagesVisible", QueueName={"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}),
+          "an alarm must watch the dead-letter queue's depth")
+    check(alarms_on("AWS/SQS", "ApproximateAgeOfOldestMessage", QueueName={"Fn::GetAtt": ["WebhookQueue", "QueueName"]}),
+          "an alarm must watch the age of the oldest queued webhook")
+
+    dashboards = of_type(resources, "AWS::CloudWatch::Dashboard")
+    if not check(len(dashboards) == 1, "the stack must have one CloudWatch dashboard"):
+        return
+    source = dig(next(iter(dashboards.values())), "Properties", "DashboardBody", "Fn::Sub")
+    if not check(isinstance(source, str), "the dashboard body must be a single Fn::Sub string"):
+        return
+    references = set(re.findall(r"\$\{([^}!]+)\}", source))
+    try:
+        body = json.loads(re.sub(r"\$\{([^}!]+)\}", lambda m: "{{" + m.group(1) + "}}", source))
+    except ValueError as error:
+        check(False, f"the dashboard body must be JSON once substituted: {error}")
+        return
+    for reference in references:
+        target = reference.split(".")[0]
+        check(target in resources or reference.startswith("AWS::") or reference == "MetricsNamespace",
+              f"the dashboard refers to ${{{reference}}}, which is neither a resource nor MetricsNamespace")
+    rows = dashboard_metrics(body)
+    fn = "{{SyncFunction}}"
+    for metric in FUNCTION_METRICS:
+        check(any(ns == "{{MetricsNamespace}}" and name == metric and dims.get("FunctionName") == fn for ns, name, dims, _ in rows),
+              f"the dashboard must show {metric} (namespace MetricsNamespace, dimension FunctionName)")
+    for reason in SKIP_REASONS:
+        check(any(name == "WebhooksSkipped" and dims == {"FunctionName": fn, "SkipReason": reason} for _, name, dims, _ in rows),
+              f"the dashboard must show WebhooksSkipped for SkipReason {reason}")
+    for stat in ("p50", "p99"):
+        check(any(name == "BatchDurationMs" and s == stat for _, name, _, s in rows), f"the dashboard must show BatchDurationMs {stat}")
+    for queue, metric in (("WebhookQueue", "ApproximateNumberOfMessagesVisible"), ("WebhookQueue", "ApproximateAgeOfOldestMessage"),
+                          ("DeadLetterQueue", "ApproximateNumberOfMessagesVisible")):
+        check(any(ns == "AWS/SQS" and name == metric and dims.get("QueueName") == "{{" + queue + ".QueueName}}" for ns, name, dims, _ in rows),
+              f"the dashboard must show {metric} of {queue}")
+    shown = {a for w in body.get("widgets", []) if w.get("type") == "alarm" for a in w.get("properties", {}).get("alarms", [])}
+    for name in alarms:
+        check("{{" + name + ".Arn}}" in shown, f"the dashboard's alarm widget must list {name}")
+
+
+def check_suppressions(resources):
+    for name, resource in resources.items():
+        for skip in dig(resource, "Metadata", "checkov", "skip") or []:
+            check(bool(str(skip.get("comment", "")).strip()), f"{name}: checkov skip {skip.get('id')} needs a comment giving the reason")
+
+
+def main(path):
+    template, errors = decode(path)
+    if errors:
+        print(f"{path}: cannot decode: {errors}")
+        return 1
+    params = template["Parameters"]
+    resources = template["Resources"]
+    for step in (lambda: check_auth(params, resources),
+                 lambda: check_function_policies(resources),
+                 lambda: check_api_role(resources),
+                 lambda: check_no_wildcards(resources),
+                 lambda: check_queue_and_retries(template, params, resources),
+                 lambda: check_retention_and_tls(template, params, resources),
+                 lambda: check_logging_and_tracing(params, resources),
+                 lambda: check_dashboard_and_alarms(resources),
+                 lambda: check_suppressions(resources)):
+        try:
+            step()
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            problems.append(f"a required part of the template is missing or malformed: {type(error).__name__}: {error}")
 
     for problem in problems:
         print(f"{path}: {problem}")

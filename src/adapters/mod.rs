@@ -11,3 +11,4 @@ pub mod entra;
 pub mod http;
 pub mod secrets_manager;
 pub mod sqs;
+pub mod sqs_redelivery;

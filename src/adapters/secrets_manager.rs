@@ -1,4 +1,4 @@
-//! AWS Secrets Manager source of the integration document (DESIGN §6).
+//! AWS Secrets Manager source of the integration document (README, "Where the document comes from").
 //!
 //! The secret named by `SECRET_ID` holds, as JSON text in its `SecretString`,
 //! either the whole Didomi integration document or just its `authentication`
@@ -30,9 +30,6 @@ use crate::redact::SecretString;
 /// (at once, when Entra rejects the old one) while a busy function makes at
 /// most four calls an hour per instance.
 pub const DEFAULT_SECRET_TTL: Duration = Duration::from_secs(15 * 60);
-
-/// The `authentication` fields the function needs.
-const AUTHENTICATION_FIELDS: [&str; 4] = ["client_id", "client_secret", "tenant_id", "instance"];
 
 /// A Secrets Manager client configured the standard way: region and
 /// credentials from the environment/profile/role chain, and the endpoint from
@@ -190,15 +187,7 @@ pub fn credentials_from_document(
             });
         }
     };
-    let missing: Vec<String> = AUTHENTICATION_FIELDS
-        .iter()
-        .filter(|field| match authentication.get(**field) {
-            None | Some(Value::Null) => true,
-            Some(Value::String(text)) => text.trim().is_empty(),
-            Some(_) => false,
-        })
-        .map(|field| format!("authentication.{field}"))
-        .collect();
+    let missing = Credentials::missing_fields(authentication);
     if !missing.is_empty() {
         return Err(SecretsError::Incomplete { fields: missing });
     }

@@ -347,24 +347,11 @@ fn reconcile(flags: &Flags) -> Result<ExitCode, String> {
             ),
         };
         let client = setup::dataverse_client(&loaded);
-        let service = if flags.has("--repair") {
-            Some(
-                setup::sync_service(&loaded, client.clone())
-                    .await
-                    .map_err(|e| e.to_string())?,
-            )
-        } else {
-            None
-        };
-        let result = reconcile::run(
-            source,
-            &loaded.config,
-            &client,
-            service.as_ref(),
-            &mut out,
-            &options,
-        )
-        .await;
+        let service = setup::sync_service(&loaded, client)
+            .await
+            .map_err(|e| e.to_string())?;
+        let repair = flags.has("--repair");
+        let result = reconcile::run(source, &service, repair, &mut out, &options).await;
         match result {
             Ok(report) => {
                 eprintln!("{}", report.table());

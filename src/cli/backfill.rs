@@ -272,7 +272,9 @@ async fn process_page(
                             );
                         }
                         Ok(plan) if !plan.is_write() => {
-                            let reason = plan.reason.unwrap_or_else(|| "nothing to write".into());
+                            let reason = plan
+                                .reason
+                                .map_or_else(|| "nothing to write".into(), |r| r.to_string());
                             *summary.skipped.entry(reason).or_default() += 1;
                         }
                         Ok(plan) => {
@@ -311,7 +313,7 @@ async fn process_page(
                         }
                     }
                     MessageOutcome::Skipped { reason } => {
-                        *summary.skipped.entry(reason).or_default() += 1;
+                        *summary.skipped.entry(reason.to_string()).or_default() += 1;
                     }
                     MessageOutcome::Failed {
                         error,

@@ -1,11 +1,13 @@
 //! Dry run: the plans an invocation payload would produce, with no network.
-//! Shared by `cpc-sync plan` and its tests.
+//! Shared by `cpc-sync plan` and its tests; the planning itself is the
+//! handler's own ([`crate::lambda::planning`]).
 
 use serde_json::Value;
 
 use crate::domain::decision::ConsentPlan;
-use crate::domain::mapping::{MappingRules, RejectedWebhook, plan_body, plan_value};
-use crate::lambda::events::{Inbound, InboundError, classify};
+use crate::domain::mapping::{MappingRules, RejectedWebhook};
+use crate::lambda::events::{InboundError, classify};
+use crate::lambda::planning::plan_inbound;
 
 /// The plan (or the rejection) of one webhook found in the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,26 +24,9 @@ pub fn plan_invocation(
     payload: Value,
     rules: &MappingRules,
 ) -> Result<Vec<DryRunItem>, InboundError> {
-    Ok(match classify(payload)? {
-        Inbound::Direct(envelope) => {
-            vec![DryRunItem {
-                location: "event".into(),
-                result: plan_value(envelope, rules),
-            }]
-        }
-        Inbound::Http { body, .. } => {
-            vec![DryRunItem {
-                location: "body".into(),
-                result: plan_body(&body, rules),
-            }]
-        }
-        Inbound::Sqs(messages) => messages
-            .into_iter()
-            .enumerate()
-            .map(|(index, message)| DryRunItem {
-                location: format!("Records[{index}] (messageId {})", message.message_id),
-                result: plan_body(message.body.as_bytes(), rules),
-            })
-            .collect(),
-    })
+    Ok(plan_inbound(classify(payload)?, rules)
+        .located()
+        .into_iter()
+        .map(|(location, result)| DryRunItem { location, result })
+        .collect())
 }

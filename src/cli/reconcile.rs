@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use super::progress::Progress;
 use super::source::{SourceError, SourceItem, UserSource};
@@ -146,6 +147,9 @@ pub enum ReconcileError {
     /// Reading Dataverse failed.
     #[error("reading Dataverse: {0}")]
     Dataverse(#[from] DataverseError),
+    /// The purposes, topics or application user could not be read.
+    #[error("{0}")]
+    Metadata(String),
     /// Writing the drift lines failed.
     #[error("writing the drift lines: {0}")]
     Output(#[from] std::io::Error),
@@ -193,17 +197,26 @@ fn line(finding: &Finding, show_addresses: bool) -> DriftLine {
     }
 }
 
-/// Compares every user of `source`; writes one JSON line per drifting
-/// (address, target), and per `no_contact` one, to `out`; with `repair`, writes the
-/// repairable decisions through it and re-reads.
+/// Compares every user of `source` with the rows `service`'s store holds;
+/// writes one JSON line per drifting (address, target), and per
+/// `no_contact` one, to `out`; with `repair`, writes the repairable
+/// decisions through `service` and re-reads.
 pub async fn run(
     mut source: UserSource,
-    config: &IntegrationConfig,
-    client: &DataverseClient,
-    repair: Option<&SyncService<DataverseClient>>,
+    service: &SyncService<DataverseClient>,
+    repair: bool,
     out: &mut dyn Write,
     options: &ReconcileOptions,
 ) -> Result<ReconcileReport, ReconcileError> {
+    let config = service.config();
+    let client = service.store();
+    // Rows this product's application user wrote last carry a marker that dates them.
+    let own_user = service
+        .metadata(Instant::now() + PAGE_BUDGET)
+        .await
+        .map_err(|err| ReconcileError::Metadata(err.to_string()))?
+        .own_user;
+    let repair = repair.then_some(service);
     let mut report = ReconcileReport {
         after: repair.map(|_| ClassCounts::default()),
         ..ReconcileReport::default()
@@ -223,6 +236,7 @@ pub async fn run(
                 &targets,
                 config,
                 client,
+                own_user,
                 repair,
                 out,
                 options,
@@ -274,7 +288,9 @@ fn plan_page(
                     report.users_compared += 1;
                     plans.push(plan);
                 } else {
-                    let reason = plan.reason.unwrap_or_else(|| "not comparable".into());
+                    let reason = plan
+                        .reason
+                        .map_or_else(|| "not comparable".into(), |r| r.to_string());
                     *report.skipped.entry(reason).or_default() += 1;
                 }
             }
@@ -289,6 +305,7 @@ async fn compare_page(
     targets: &BTreeSet<Target>,
     config: &IntegrationConfig,
     client: &DataverseClient,
+    own_user: Uuid,
     repair: Option<&SyncService<DataverseClient>>,
     out: &mut dyn Write,
     options: &ReconcileOptions,
@@ -312,14 +329,23 @@ async fn compare_page(
         match_field: properties.contact_match_field.clone(),
         point_field: properties.contact_point_field.clone(),
         upsert_mode: false,
+        opt_outs_without_contact: properties.write_opt_outs_without_contact,
     };
     let resolved: Vec<Addresses> = plans
         .iter()
         .map(|plan| {
             let user = plan.organization_user_id.as_deref().unwrap_or_default();
             match contact_points(user, &contacts, &settings) {
+                ContactPoints::Found {
+                    opt_outs_only: true,
+                    ..
+                } => Addresses::NoContact {
+                    opt_outs_written: true,
+                },
                 ContactPoints::Found { addresses, .. } => Addresses::Contacts(addresses),
-                ContactPoints::Skip(_) => Addresses::NoContact,
+                ContactPoints::Skip(_) => Addresses::NoContact {
+                    opt_outs_written: false,
+                },
             }
         })
         .collect();
@@ -328,14 +354,14 @@ async fn compare_page(
         .zip(&resolved)
         .flat_map(|(plan, resolved)| match resolved {
             Addresses::Contacts(found) => found.clone(),
-            Addresses::NoContact => plan.organization_user_id.clone().into_iter().collect(),
+            Addresses::NoContact { .. } => plan.organization_user_id.clone().into_iter().collect(),
         })
         .collect();
     let rows = client.consent_rows(&addresses, deadline).await?;
     let mut repairs = Vec::new();
     let mut classified = Vec::new();
     for (plan, resolved) in plans.iter().zip(&resolved) {
-        let findings = classify_user(plan, targets, resolved, &rows);
+        let findings = classify_user(plan, targets, resolved, &rows, own_user);
         for finding in &findings {
             report.before.add(finding.class);
             // Drift and missing contacts are listed; in_sync and undecided
@@ -382,7 +408,7 @@ async fn compare_page(
     }
     let rows = client.consent_rows(&addresses, deadline).await?;
     for (plan, resolved) in plans.iter().zip(&resolved) {
-        for finding in classify_user(plan, targets, resolved, &rows) {
+        for finding in classify_user(plan, targets, resolved, &rows, own_user) {
             after.add(finding.class);
         }
     }

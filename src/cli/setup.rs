@@ -18,7 +18,6 @@ use crate::adapters::entra::provider::EntraTokenProvider;
 use crate::adapters::http::http_client;
 use crate::adapters::secrets_manager::{DEFAULT_SECRET_TTL, SecretsManagerSource, sdk_client};
 use crate::config::{DidomiApiSettings, Environment, IntegrationConfig, merge_documents};
-use crate::domain::writes::Catalog;
 use crate::service::SyncService;
 
 /// The validated document and the environment.
@@ -124,30 +123,18 @@ pub fn dataverse_client(loaded: &Loaded) -> DataverseClient {
     )
 }
 
-/// The sync service over `client`, with the purposes and topics read and the
-/// mapped targets checked, as the function does at start.
+/// The sync service over `client`, with the purposes, topics and the
+/// application user read and the mapped targets checked, as the function
+/// does at start.
 pub async fn sync_service(
     loaded: &Loaded,
     client: DataverseClient,
 ) -> Result<SyncService<DataverseClient>, SetupError> {
+    let service = SyncService::new(client, Arc::new(loaded.config.clone()));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (purposes, topics) = tokio::try_join!(client.purposes(deadline), client.topics(deadline))?;
-    let catalog = Catalog::new(purposes, topics);
-    let fatal: Vec<String> = catalog
-        .check(&loaded.config.targets())
-        .into_iter()
-        .filter(|problem| problem.fatal)
-        .map(|problem| format!("{}: {}", problem.target, problem.problem))
-        .collect();
-    if !fatal.is_empty() {
-        return Err(SetupError::Config(format!(
-            "mappings name targets Dataverse does not have: {}",
-            fatal.join("; ")
-        )));
-    }
-    Ok(SyncService::new(
-        client,
-        Arc::new(loaded.config.clone()),
-        Arc::new(catalog),
-    ))
+    service
+        .metadata(deadline)
+        .await
+        .map_err(|err| SetupError::Config(err.to_string()))?;
+    Ok(service)
 }

@@ -1,9 +1,11 @@
 //! The configuration: Didomi's own `microsoft-dynamics-cpc` integration
-//! document (DESIGN §1), where it comes from (DESIGN §6) and its validation.
+//! document (README, "The integration document"), where it comes from (README,
+//! "Where the document comes from") and its validation.
 //!
 //! Validation collects every problem with the field it concerns and the fix,
 //! so a broken deployment fails at start with one readable message.
 
+mod credentials;
 mod didomi_api;
 mod endpoints;
 mod errors;
@@ -12,61 +14,28 @@ mod sources;
 
 use std::collections::BTreeSet;
 
-use reqwest::Url;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::domain::decision::{Target, parse_hyphenated_guid};
+use crate::domain::decision::Target;
 use crate::domain::mapping::{Mapping, MappingRules, Selector};
-use crate::redact::SecretString;
+use crate::domain::writes::ContactSettings;
 
+pub use credentials::Credentials;
+pub(crate) use credentials::parse_credentials;
 pub use didomi_api::{DEFAULT_DIDOMI_API_URL, DidomiApiSettings, validate_didomi_url};
 pub use endpoints::{
     DEFAULT_AUTHORITY_HOST, DYNAMICS_HOST_SUFFIXES, ENTRA_AUTHORITY_HOSTS, EndpointError,
     is_loopback, validate_authority, validate_instance,
 };
 pub use errors::{ConfigError, ConfigErrors};
-pub use properties::{DEFAULT_EMAIL_FIELD, DEFAULT_REGULATIONS, DEFAULT_WEBHOOK_TYPES, Properties};
+pub use properties::{
+    DEFAULT_EMAIL_FIELD, DEFAULT_MAX_CLOCK_SKEW_SECONDS, DEFAULT_REGULATIONS,
+    DEFAULT_WEBHOOK_TYPES, Properties,
+};
 pub use sources::{Environment, merge_documents};
 
 /// The only `type_id` this function implements.
 pub const TYPE_ID: &str = "microsoft-dynamics-cpc";
-
-/// The Microsoft Entra app registration and the Dataverse environment it
-/// writes to. `Debug` never shows the client secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    /// Application (client) id of the Entra app registration.
-    pub client_id: String,
-    /// Client secret value (not its id).
-    pub client_secret: SecretString,
-    /// Directory (tenant) id or verified domain.
-    pub tenant_id: String,
-    /// Environment URL, e.g. `https://contoso.crm4.dynamics.com`.
-    pub instance: Url,
-}
-
-impl Credentials {
-    /// The OAuth scope for this environment: `<instance>/.default`.
-    pub fn scope(&self) -> String {
-        format!("{}/.default", self.instance.as_str().trim_end_matches('/'))
-    }
-
-    /// Reads the `authentication` object, or a document holding one.
-    pub fn from_json(raw: &Value, allow_insecure_http: bool) -> Result<Self, ConfigErrors> {
-        let authentication = raw.get("authentication").unwrap_or(raw);
-        let mut errors = Vec::new();
-        let credentials = parse_credentials(
-            Some(authentication),
-            allow_insecure_http,
-            &mut errors,
-            &mut Vec::new(),
-        );
-        match credentials {
-            Some(credentials) if errors.is_empty() => Ok(credentials),
-            _ => Err(ConfigErrors(errors)),
-        }
-    }
-}
 
 /// The validated integration document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +48,9 @@ pub struct IntegrationConfig {
     pub upsert_mode: bool,
     /// Contact and row settings from `properties`.
     pub properties: Properties,
+    /// How contacts are matched, created and stood in for, built once from
+    /// `properties` and `upsert_mode`.
+    pub contacts: ContactSettings,
 }
 
 /// A validated configuration and the warnings (ignored keys, overrides) to log.
@@ -99,7 +71,6 @@ const TOP_LEVEL_KEYS: [&str; 6] = [
     "mappings",
     "upsert_mode",
 ];
-const AUTHENTICATION_KEYS: [&str; 4] = ["client_id", "client_secret", "tenant_id", "instance"];
 
 impl IntegrationConfig {
     /// Validates a whole Didomi integration document.
@@ -157,6 +128,12 @@ impl IntegrationConfig {
                     credentials,
                     rules,
                     upsert_mode,
+                    contacts: ContactSettings {
+                        match_field: properties.contact_match_field.clone(),
+                        point_field: properties.contact_point_field.clone(),
+                        upsert_mode,
+                        opt_outs_without_contact: properties.write_opt_outs_without_contact,
+                    },
                     properties,
                 },
                 warnings,
@@ -172,98 +149,6 @@ impl IntegrationConfig {
             .iter()
             .map(|mapping| mapping.target)
             .collect()
-    }
-}
-
-fn parse_credentials(
-    raw: Option<&Value>,
-    allow_insecure_http: bool,
-    errors: &mut Vec<ConfigError>,
-    warnings: &mut Vec<String>,
-) -> Option<Credentials> {
-    let object = match raw {
-        Some(Value::Object(object)) => object,
-        None | Some(Value::Null) => {
-            errors.push(ConfigError::new(
-                "authentication",
-                "is missing; give client_id, client_secret, tenant_id and instance (in the secret named by SECRET_ID)",
-            ));
-            return None;
-        }
-        Some(_) => {
-            errors.push(ConfigError::new("authentication", "must be a JSON object"));
-            return None;
-        }
-    };
-    for key in object
-        .keys()
-        .filter(|key| !AUTHENTICATION_KEYS.contains(&key.as_str()))
-    {
-        warnings.push(format!("authentication.{key} is not used and is ignored"));
-    }
-    let before = errors.len();
-    let client_id = required_string(object, "client_id", errors);
-    if client_id
-        .as_deref()
-        .is_some_and(|id| parse_hyphenated_guid(id).is_none())
-    {
-        errors.push(ConfigError::new(
-            "authentication.client_id",
-            "must be the Application (client) ID GUID from the Entra app registration's overview page",
-        ));
-    }
-    let client_secret = required_string(object, "client_secret", errors).map(SecretString::new);
-    let tenant_id = required_string(object, "tenant_id", errors);
-    if let Some(tenant) = &tenant_id {
-        let plausible = tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-        if !plausible {
-            errors.push(ConfigError::new(
-                "authentication.tenant_id",
-                "must be the Directory (tenant) ID GUID or a verified domain such as contoso.onmicrosoft.com",
-            ));
-        }
-    }
-    let instance = required_string(object, "instance", errors).and_then(|raw| {
-        validate_instance(&raw, allow_insecure_http)
-            .map_err(|err| {
-                errors.push(ConfigError::new("authentication.instance", err.to_string()))
-            })
-            .ok()
-    });
-    if errors.len() > before {
-        return None;
-    }
-    Some(Credentials {
-        client_id: client_id?,
-        client_secret: client_secret?,
-        tenant_id: tenant_id?,
-        instance: instance?,
-    })
-}
-
-fn required_string(
-    object: &Map<String, Value>,
-    key: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<String> {
-    match object.get(key) {
-        Some(Value::String(text)) if !text.trim().is_empty() => Some(text.trim().to_string()),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            errors.push(ConfigError::new(
-                format!("authentication.{key}"),
-                "is missing or empty",
-            ));
-            None
-        }
-        Some(_) => {
-            errors.push(ConfigError::new(
-                format!("authentication.{key}"),
-                "must be a string",
-            ));
-            None
-        }
     }
 }
 

@@ -29,7 +29,17 @@ pub struct Properties {
     pub contact_point_field: String,
     /// `msdynmkt_source` written on every row.
     pub consent_source: i32,
+    /// Write opt-outs for an email `organization_user_id` that no contact
+    /// has yet (consent belongs to the address, not the contact).
+    pub write_opt_outs_without_contact: bool,
+    /// How far in the future a decision's `created_at` may lie before the
+    /// webhook is refused (a wrong clock or a typo'd year would otherwise
+    /// freeze the row against every later choice).
+    pub max_clock_skew_seconds: u32,
 }
+
+/// Default for `properties.max_clock_skew_seconds`: 5 minutes.
+pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u32 = 300;
 
 impl Default for Properties {
     fn default() -> Self {
@@ -37,6 +47,8 @@ impl Default for Properties {
             contact_match_field: DEFAULT_EMAIL_FIELD.into(),
             contact_point_field: DEFAULT_EMAIL_FIELD.into(),
             consent_source: SOURCE_INTERNAL,
+            write_opt_outs_without_contact: true,
+            max_clock_skew_seconds: DEFAULT_MAX_CLOCK_SKEW_SECONDS,
         }
     }
 }
@@ -54,13 +66,15 @@ fn default_rules() -> MappingRules {
     }
 }
 
-const KNOWN_KEYS: [&str; 6] = [
+const KNOWN_KEYS: [&str; 8] = [
     "regulations",
     "webhook_types",
     "contact_match_field",
     "contact_point_field",
     "consent_source",
     "value_preferences",
+    "write_opt_outs_without_contact",
+    "max_clock_skew_seconds",
 ];
 
 /// Reads `properties`, pushing problems into `errors` and unknown keys into
@@ -135,6 +149,24 @@ pub(super) fn parse_properties(
                 ));
             }
         }
+    }
+    match object.get("write_opt_outs_without_contact") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(flag)) => properties.write_opt_outs_without_contact = *flag,
+        Some(other) => errors.push(ConfigError::new(
+            "properties.write_opt_outs_without_contact",
+            format!("must be true or false, not {other}"),
+        )),
+    }
+    match object.get("max_clock_skew_seconds") {
+        None | Some(Value::Null) => {}
+        Some(raw) => match raw.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(seconds) if seconds <= 86_400 => properties.max_clock_skew_seconds = seconds,
+            _ => errors.push(ConfigError::new(
+                "properties.max_clock_skew_seconds",
+                format!("must be a whole number of seconds from 0 to 86400, not {raw}"),
+            )),
+        },
     }
     if let Some(raw) = object.get("consent_source") {
         match parse_source(raw) {

@@ -1,4 +1,4 @@
-//! Where the configuration comes from (DESIGN §6): the secret named by
+//! Where the configuration comes from (README, "Where the document comes from"): the secret named by
 //! `SECRET_ID` (the whole document, or just its `authentication` object),
 //! optionally completed by the non-secret parts in `INTEGRATION_CONFIG`, and
 //! the endpoint settings in the environment.
@@ -6,6 +6,7 @@
 use reqwest::Url;
 use serde_json::{Map, Value};
 
+use super::Credentials;
 use super::endpoints::{DEFAULT_AUTHORITY_HOST, validate_authority};
 use super::errors::{ConfigError, ConfigErrors};
 
@@ -66,7 +67,6 @@ impl Environment {
 }
 
 const SECRET_ONLY_KEYS: [&str; 1] = ["authentication"];
-const AUTHENTICATION_KEYS: [&str; 4] = ["client_id", "client_secret", "tenant_id", "instance"];
 
 /// Builds the integration document from the secret's JSON and the optional
 /// `INTEGRATION_CONFIG`. Returns the document and warnings to log (one per
@@ -76,7 +76,7 @@ pub fn merge_documents(
     integration_config: Option<&str>,
 ) -> Result<(Value, Vec<String>), ConfigErrors> {
     let secret_doc = parse_object(secret, "SECRET_ID", "the secret's SecretString")?;
-    let secret_doc = if is_bare_authentication(&secret_doc) {
+    let secret_doc = if Credentials::is_bare_authentication(&secret_doc) {
         Map::from_iter([("authentication".to_string(), Value::Object(secret_doc))])
     } else {
         secret_doc
@@ -117,13 +117,6 @@ pub fn merge_documents(
         }
     }
     Ok((Value::Object(merged), warnings))
-}
-
-fn is_bare_authentication(document: &Map<String, Value>) -> bool {
-    !document.contains_key("authentication")
-        && AUTHENTICATION_KEYS
-            .iter()
-            .any(|key| document.contains_key(*key))
 }
 
 fn parse_object(raw: &str, field: &str, what: &str) -> Result<Map<String, Value>, ConfigErrors> {

@@ -1,10 +1,13 @@
 //! The vocabulary shared by every stage: Dynamics targets, consent values and
-//! the per-webhook plan that the mapping stage produces (DESIGN §3, §6).
+//! the per-webhook plan that the mapping stage produces (README, "Mapping rules" and "Dry run").
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+
+use crate::domain::cpc::CONTACT_POINT_MAX_LEN;
+use crate::domain::didomi::WebhookKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -137,6 +140,137 @@ pub struct Decision {
     pub value: ConsentValue,
 }
 
+/// Why a webhook leads to no write. Each is acknowledged and logged, never
+/// retried: the same webhook would be skipped again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The type is not listed in `properties.webhook_types`.
+    TypeNotEnabled(WebhookKind),
+    /// `event.deleted` / `user.deleted`.
+    Deleted(WebhookKind),
+    /// A type Didomi may add in the future.
+    UnknownType(String),
+    /// Anonymous traffic (cookie banner): no contact to match.
+    NoOrganizationUserId,
+    /// The event waits for approval.
+    PendingApproval,
+    /// A status other than `confirmed`/`pending_approval`.
+    StatusNotConfirmed(String),
+    /// The regulation is outside `properties.regulations`.
+    RegulationNotAllowed {
+        /// The event's regulation.
+        regulation: String,
+        /// The allow-list.
+        allowed: Vec<String>,
+    },
+    /// No mapping selects anything the event decides.
+    NothingMapped,
+    /// `user.updated`: no mapped decision differs between old and new state.
+    NothingChanged,
+    /// No contact matches `organization_user_id` and `upsert_mode` is off.
+    NoContact {
+        /// The contact column compared.
+        match_field: String,
+    },
+    /// The matching contacts hold no address in the contact point field.
+    NoContactPoint {
+        /// The contact point column.
+        point_field: String,
+    },
+    /// `upsert_mode` would create a contact, but the id is not an address.
+    UpsertNeedsEmail {
+        /// The contact point column the id would be written to.
+        point_field: String,
+    },
+    /// The contact's address is longer than Dataverse's column allows.
+    ContactPointTooLong {
+        /// The contact point column.
+        point_field: String,
+        /// The address's length in characters.
+        length: usize,
+    },
+}
+
+impl SkipReason {
+    /// A short, stable category for metrics and log queries: `type`,
+    /// `anonymous`, `pending_approval`, `status`, `regulation`, `unmapped`
+    /// or `no_contact`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            SkipReason::TypeNotEnabled(_) | SkipReason::Deleted(_) | SkipReason::UnknownType(_) => {
+                "type"
+            }
+            SkipReason::NoOrganizationUserId => "anonymous",
+            SkipReason::PendingApproval => "pending_approval",
+            SkipReason::StatusNotConfirmed(_) => "status",
+            SkipReason::RegulationNotAllowed { .. } => "regulation",
+            SkipReason::NothingMapped | SkipReason::NothingChanged => "unmapped",
+            SkipReason::NoContact { .. }
+            | SkipReason::NoContactPoint { .. }
+            | SkipReason::UpsertNeedsEmail { .. }
+            | SkipReason::ContactPointTooLong { .. } => "no_contact",
+        }
+    }
+}
+
+impl Serialize for SkipReason {
+    /// The sentence of [`fmt::Display`]: what `cpc-sync plan` prints as `reason`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::TypeNotEnabled(kind) => {
+                write!(f, "webhook type {kind} is not enabled in properties.webhook_types")
+            }
+            SkipReason::Deleted(kind) => write!(
+                f,
+                "{kind} is acknowledged without writes: consent rows are an audit trail and are never deleted"
+            ),
+            SkipReason::UnknownType(name) => {
+                write!(f, "unknown webhook type {name:?} is acknowledged without writes")
+            }
+            SkipReason::NoOrganizationUserId => f.write_str(
+                "no organization_user_id: anonymous consent (e.g. cookie banner) cannot be matched to a contact",
+            ),
+            SkipReason::PendingApproval => f.write_str(
+                "status pending_approval: written once an event.updated confirms it",
+            ),
+            SkipReason::StatusNotConfirmed(status) => {
+                write!(f, "status {status:?} is not confirmed")
+            }
+            SkipReason::RegulationNotAllowed { regulation, allowed } => write!(
+                f,
+                "regulation {regulation} is not in properties.regulations [{}]",
+                allowed.join(", ")
+            ),
+            SkipReason::NothingMapped => f.write_str("nothing in the event matches a mapping"),
+            SkipReason::NothingChanged => {
+                f.write_str("no mapped consent changed between old_entity and new_entity")
+            }
+            SkipReason::NoContact { match_field } => write!(
+                f,
+                "no contact has {match_field} equal to organization_user_id, and upsert_mode is off"
+            ),
+            SkipReason::NoContactPoint { point_field } => write!(
+                f,
+                "the matching contact has no {point_field}: consent belongs to an address and there is none"
+            ),
+            SkipReason::UpsertNeedsEmail { point_field } => write!(
+                f,
+                "upsert_mode creates contacts only for an organization_user_id that is an email address (it becomes {point_field})"
+            ),
+            SkipReason::ContactPointTooLong { point_field, length } => write!(
+                f,
+                "the contact's {point_field} is {length} characters, over Dataverse's {CONTACT_POINT_MAX_LEN}"
+            ),
+        }
+    }
+}
+
 /// Whether a webhook leads to writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,14 +281,14 @@ pub enum Outcome {
     Skip,
 }
 
-/// The result of the mapping stage for one webhook (DESIGN §6): the JSON line
+/// The result of the mapping stage for one webhook (README, "Where the document comes from"): the JSON line
 /// `cpc-sync plan` prints and the input of the Dataverse write planner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConsentPlan {
     /// `write` or `skip`.
     pub outcome: Outcome,
     /// Why a webhook is skipped (`null` for writes).
-    pub reason: Option<String>,
+    pub reason: Option<SkipReason>,
     /// The Didomi event id the decisions come from (for `user.*` webhooks, the
     /// triggering event's id when Didomi sends it).
     pub event_id: Option<String>,

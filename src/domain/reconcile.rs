@@ -1,16 +1,18 @@
 //! Reconcile (pure): what Didomi's current state implies for each (address,
 //! target) compared with the Contact Point Consent rows Dataverse holds, as
 //! one class per pair. The write planner's notion of time is used: a row's
-//! decision time is its marker's time, or `modifiedon` for rows written by
-//! others; Didomi's is the user's last update.
+//! decision time is its marker's time when this product's application user
+//! wrote it last, else `modifiedon` (whole seconds, so a Dynamics edit in the
+//! same second wins); Didomi's is the user's last update.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
+use uuid::Uuid;
 
-use crate::domain::cpc::{CONSENT_TYPE_PURPOSE, ConsentRow};
+use crate::domain::cpc::{ConsentRow, ConsentType};
 use crate::domain::decision::{ConsentPlan, ConsentValue, Target};
 use crate::domain::writes::Marker;
 
@@ -31,7 +33,8 @@ pub enum DriftClass {
     DiffersDynamicsNewer,
     /// More than one row for the address and target (active or not).
     DuplicateRows,
-    /// No contact matches `organization_user_id`, and no row exists for it.
+    /// No contact matches `organization_user_id`, no row exists for it, and
+    /// the write rules would not write this decision without a contact.
     NoContact,
     /// Didomi's state decides nothing for this target.
     Undecided,
@@ -119,7 +122,11 @@ pub enum Addresses {
     /// The matching contacts' addresses.
     Contacts(Vec<String>),
     /// No contact matches: rows may still exist for `organization_user_id`.
-    NoContact,
+    NoContact {
+        /// The write rules write opt-outs for the address anyway
+        /// (`properties.write_opt_outs_without_contact` and an email address).
+        opt_outs_written: bool,
+    },
 }
 
 /// The target a row stands for: its topic, else its purpose (same rule as the
@@ -128,37 +135,49 @@ pub fn row_target(row: &ConsentRow) -> Option<Target> {
     match (row.topic_id, row.purpose_id, row.consent_type) {
         (Some(topic), _, _) => Some(Target::Topic(topic)),
         (None, Some(purpose), None) => Some(Target::Purpose(purpose)),
-        (None, Some(purpose), Some(kind)) if kind == CONSENT_TYPE_PURPOSE => {
-            Some(Target::Purpose(purpose))
-        }
+        (None, Some(purpose), Some(ConsentType::Purpose)) => Some(Target::Purpose(purpose)),
         _ => None,
     }
 }
 
-/// When a row's value was decided: its marker's time when this product wrote
-/// it, else `modifiedon`.
-pub fn row_decided_at(row: &ConsentRow) -> DateTime<Utc> {
-    row.reason
-        .as_deref()
-        .and_then(Marker::parse)
-        .map_or(row.modified_on, |marker| marker.at)
+/// When a row's value was decided, and whether this product decided it: its
+/// marker's time when `own_user` wrote it last, else `modifiedon`.
+pub fn row_decided_at(row: &ConsentRow, own_user: Uuid) -> (DateTime<Utc>, bool) {
+    match row.reason.as_deref().and_then(Marker::parse) {
+        Some(marker) if row.modified_by == Some(own_user) => (marker.at, true),
+        _ => (row.modified_on, false),
+    }
+}
+
+/// Whether Didomi's update at `didomi` is newer than the row's decision, as
+/// the write planner decides it (whole seconds against foreign rows).
+fn didomi_is_newer(didomi: DateTime<Utc>, (row, ours): (DateTime<Utc>, bool)) -> bool {
+    if ours {
+        didomi.trunc_subsecs(3) > row
+    } else {
+        didomi.trunc_subsecs(0) > row.trunc_subsecs(0)
+    }
 }
 
 /// Classifies every (address, target) of one user. `plan` is the user's
 /// snapshot plan (a write, or a skip because nothing is mapped), `targets`
-/// every mapped target, `rows` at least every row of the user's addresses.
+/// every mapped target, `rows` at least every row of the user's addresses,
+/// `own_user` this product's application user (`WhoAmI`).
 pub fn classify_user(
     plan: &ConsentPlan,
     targets: &BTreeSet<Target>,
     addresses: &Addresses,
     rows: &[ConsentRow],
+    own_user: Uuid,
 ) -> Vec<Finding> {
     let Some(user) = plan.organization_user_id.as_deref() else {
         return Vec::new();
     };
-    let (addresses, contact) = match addresses {
-        Addresses::Contacts(found) => (found.clone(), true),
-        Addresses::NoContact => (vec![user.to_string()], false),
+    let (addresses, contact, opt_outs_written) = match addresses {
+        Addresses::Contacts(found) => (found.clone(), true, false),
+        Addresses::NoContact { opt_outs_written } => {
+            (vec![user.to_string()], false, *opt_outs_written)
+        }
     };
     let mut findings = Vec::new();
     for address in &addresses {
@@ -175,16 +194,19 @@ pub fn classify_user(
                 .filter(|row| row_target(row) == Some(*target))
                 .collect();
             let single = (matching.len() == 1).then(|| matching[0]);
-            let dynamics =
-                single.and_then(|row| row.value.and_then(ConsentValue::from_option_value));
-            let dynamics_at = single.map(row_decided_at);
+            let dynamics = single.and_then(|row| row.value);
+            let decided = single.map(|row| row_decided_at(row, own_user));
+            let written_without_contact =
+                opt_outs_written && decision == Some(ConsentValue::OptedOut);
             let class = match (decision, matching.len()) {
                 (None, _) => DriftClass::Undecided,
-                (Some(_), 0) if !contact => DriftClass::NoContact,
+                (Some(_), 0) if !contact && !written_without_contact => DriftClass::NoContact,
                 (Some(_), 0) => DriftClass::MissingInDynamics,
                 (Some(_), 1) if dynamics == decision => DriftClass::InSync,
-                (Some(_), 1) => match (plan.occurred_at, dynamics_at) {
-                    (Some(didomi), Some(row)) if didomi > row => DriftClass::DiffersDidomiNewer,
+                (Some(_), 1) => match (plan.occurred_at, decided) {
+                    (Some(didomi), Some(row)) if didomi_is_newer(didomi, row) => {
+                        DriftClass::DiffersDidomiNewer
+                    }
                     _ => DriftClass::DiffersDynamicsNewer,
                 },
                 (Some(_), _) => DriftClass::DuplicateRows,
@@ -197,7 +219,7 @@ pub fn classify_user(
                 didomi: decision,
                 didomi_at: plan.occurred_at,
                 dynamics,
-                dynamics_at,
+                dynamics_at: decided.map(|(at, _)| at),
                 rows: matching.len(),
             });
         }
@@ -231,6 +253,8 @@ mod tests {
 
     const PURPOSE: Uuid = Uuid::from_u128(0x1000_0000_0000_0000_0000_0000_0000_0003);
     const TOPIC: Uuid = Uuid::from_u128(0x23db_4a4d_ba9f_f011_bbd3_6045_bd19_4648);
+    const OWN: Uuid = Uuid::from_u128(0xa11ce);
+    const SOMEONE: Uuid = Uuid::from_u128(0xb0b);
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
@@ -259,13 +283,15 @@ mod tests {
             id: Uuid::new_v4(),
             contact_point: "Jane@Example.com".into(),
             channel: 534_120_000,
-            consent_type: Some(CONSENT_TYPE_PURPOSE),
+            consent_type: Some(ConsentType::Purpose),
             purpose_id: Some(PURPOSE),
             topic_id: None,
-            value: Some(value.option_value()),
+            value: Some(value),
             reason: reason.map(str::to_string),
             state: 0,
             modified_on: at(modified),
+            modified_by: Some(SOMEONE),
+            etag: "W/\"1\"".into(),
         }
     }
 
@@ -274,9 +300,15 @@ mod tests {
     }
 
     fn class_of(plan: &ConsentPlan, addresses: Addresses, rows: &[ConsentRow]) -> DriftClass {
-        let findings = classify_user(plan, &targets(), &addresses, rows);
+        let findings = classify_user(plan, &targets(), &addresses, rows, OWN);
         assert_eq!(findings.len(), 1, "{findings:?}");
         findings[0].class
+    }
+
+    fn no_contact() -> Addresses {
+        Addresses::NoContact {
+            opt_outs_written: false,
+        }
     }
 
     fn contacts() -> Addresses {
@@ -330,10 +362,35 @@ mod tests {
         // Written late (modifiedon 2025-09) for a choice made in 2025-01.
         let marker = Marker::new("ev-1", at("2025-01-01T00:00:00Z")).to_reason();
         let plan = plan(&[(Target::Purpose(PURPOSE), OptedOut)]);
+        let mut ours = row(OptedIn, "2025-09-01T00:00:00Z", Some(&marker));
+        ours.modified_by = Some(OWN);
+        assert_eq!(
+            class_of(&plan, contacts(), &[ours]),
+            DriftClass::DiffersDidomiNewer
+        );
+    }
+
+    #[test]
+    fn a_marker_left_by_someone_elses_edit_does_not_date_the_row() {
+        // A UI edit keeps the reason text: modifiedon decides.
+        let marker = Marker::new("ev-1", at("2025-01-01T00:00:00Z")).to_reason();
+        let plan = plan(&[(Target::Purpose(PURPOSE), OptedOut)]);
         let rows = [row(OptedIn, "2025-09-01T00:00:00Z", Some(&marker))];
         assert_eq!(
             class_of(&plan, contacts(), &rows),
-            DriftClass::DiffersDidomiNewer
+            DriftClass::DiffersDynamicsNewer
+        );
+    }
+
+    #[test]
+    fn an_opt_out_the_rules_write_without_a_contact_is_missing_not_no_contact() {
+        let plan = plan(&[(Target::Purpose(PURPOSE), OptedOut)]);
+        let addresses = Addresses::NoContact {
+            opt_outs_written: true,
+        };
+        assert_eq!(
+            class_of(&plan, addresses, &[]),
+            DriftClass::MissingInDynamics
         );
     }
 
@@ -353,20 +410,14 @@ mod tests {
     #[test]
     fn no_contact_and_no_row_is_no_contact() {
         let plan = plan(&[(Target::Purpose(PURPOSE), OptedOut)]);
-        assert_eq!(
-            class_of(&plan, Addresses::NoContact, &[]),
-            DriftClass::NoContact
-        );
+        assert_eq!(class_of(&plan, no_contact(), &[]), DriftClass::NoContact);
     }
 
     #[test]
     fn rows_for_the_address_count_even_without_a_contact() {
         let plan = plan(&[(Target::Purpose(PURPOSE), OptedOut)]);
         let rows = [row(OptedOut, "2024-01-01T00:00:00Z", None)];
-        assert_eq!(
-            class_of(&plan, Addresses::NoContact, &rows),
-            DriftClass::InSync
-        );
+        assert_eq!(class_of(&plan, no_contact(), &rows), DriftClass::InSync);
     }
 
     #[test]
@@ -394,7 +445,7 @@ mod tests {
         ]);
         let all = BTreeSet::from([Target::Purpose(PURPOSE), Target::Topic(TOPIC)]);
         let rows = [row(OptedOut, "2025-09-01T00:00:00Z", None)];
-        let findings = classify_user(&plan, &all, &contacts(), &rows);
+        let findings = classify_user(&plan, &all, &contacts(), &rows, OWN);
         let repair = repair_plan(&plan, &findings).unwrap();
         assert_eq!(repair.consents.len(), 1);
         assert_eq!(repair.consents[0].target, Target::Topic(TOPIC));
@@ -404,7 +455,7 @@ mod tests {
     fn nothing_repairable_gives_no_repair() {
         let plan = plan(&[(Target::Purpose(PURPOSE), OptedIn)]);
         let rows = [row(OptedOut, "2025-09-01T00:00:00Z", None)];
-        let findings = classify_user(&plan, &targets(), &contacts(), &rows);
+        let findings = classify_user(&plan, &targets(), &contacts(), &rows, OWN);
         assert_eq!(repair_plan(&plan, &findings), None);
     }
 

@@ -1,5 +1,16 @@
-//! Start-up (the Lambda init phase): configuration, clients and the checks
-//! that must fail loudly before the first webhook, not on it.
+//! Start-up (the Lambda init phase): configuration, clients, and the wiring
+//! of both into the [`Handler`].
+//!
+//! Only a configuration problem that no retry can fix fails the init: a
+//! missing or invalid document, an unreadable secret, a mapping to a purpose
+//! or topic Dataverse does not have. Entra or Dataverse being unreachable (or
+//! refusing the app until an administrator fixes its Application User) does
+//! not: a failed init cannot back its messages off, so each delivery would
+//! last one visibility timeout and a long outage would push the queue into
+//! the dead-letter queue. The function starts without its metadata instead,
+//! the service reads it on the first invocation that writes
+//! ([`SyncService::metadata`]), and until then those writes fail retryably and
+//! back off in the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,17 +18,23 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::adapters::dataverse::{DataverseClient, DataverseError, RetryPolicy};
-use crate::adapters::entra::AuthError;
+use url::Url;
+
+use crate::adapters::dataverse::{DataverseClient, RetryPolicy};
+use crate::adapters::entra::CredentialSource;
 use crate::adapters::entra::provider::EntraTokenProvider;
 use crate::adapters::http::http_client;
 use crate::adapters::secrets_manager::{
     DEFAULT_SECRET_TTL, SecretsError, SecretsManagerSource, sdk_client,
 };
+use crate::adapters::sqs_redelivery::{self, SqsRedelivery};
 use crate::config::{ConfigErrors, Environment, IntegrationConfig, merge_documents};
-use crate::domain::writes::{Catalog, TargetProblem};
+use crate::domain::writes::TargetProblem;
 use crate::lambda::handler::Handler;
-use crate::service::SyncService;
+use crate::lambda::redelivery::Redelivery;
+use crate::redact::{SecretString, derive_log_hash_key, mask_personal_in, set_log_hash_key};
+use crate::service::{MetadataError, SyncService};
+use crate::telemetry::metrics::Metrics;
 
 /// Time kept back from each invocation's deadline to report unfinished
 /// messages before Lambda stops the function.
@@ -27,7 +44,9 @@ pub const SAFETY_MARGIN: Duration = Duration::from_secs(3);
 /// whole init phase 10 seconds).
 const STARTUP_BUDGET: Duration = Duration::from_secs(7);
 
-/// Why the function cannot start. Each message says what to fix.
+/// Why the function cannot start: configuration no retry can fix. (Entra
+/// or Dataverse being unreachable is not among them: see the module
+/// documentation.) Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     /// `SECRET_ID` is not set.
@@ -46,12 +65,6 @@ pub enum InitError {
         /// What Secrets Manager (or the network) said.
         source: SecretsError,
     },
-    /// No token for Dataverse.
-    #[error("getting a Dataverse token: {0}")]
-    Auth(#[from] AuthError),
-    /// Dataverse refused or failed the start-up reads.
-    #[error("reading purposes and topics from Dataverse: {0}")]
-    Dataverse(#[from] DataverseError),
     /// Mapped purposes or topics that do not exist.
     #[error("mappings name targets Dataverse does not have: {}", describe(.0))]
     UnknownTargets(Vec<TargetProblem>),
@@ -63,8 +76,6 @@ impl InitError {
         match self {
             InitError::MissingSecretId | InitError::Config(_) => "InvalidConfiguration",
             InitError::Secret { .. } => "SecretUnavailable",
-            InitError::Auth(_) => "EntraAuthenticationFailed",
-            InitError::Dataverse(_) => "DataverseUnavailable",
             InitError::UnknownTargets(_) => "UnknownMappingTargets",
         }
     }
@@ -84,7 +95,7 @@ pub async fn report_init_error(error: &InitError) {
     } else {
         format!("http://{api}")
     };
-    let body = serde_json::json!({ "errorType": error.kind(), "errorMessage": error.to_string() });
+    let body = serde_json::json!({ "errorType": error.kind(), "errorMessage": crate::redact::mask_personal_in(&error.to_string()) });
     let sent = reqwest::Client::new()
         .post(format!("{base}/2018-06-01/runtime/init/error"))
         .header(
@@ -108,9 +119,8 @@ fn describe(problems: &[TargetProblem]) -> String {
         .join("; ")
 }
 
-/// Builds the handler: reads the secret, validates the configuration, gets a
-/// token and reads purposes and topics (which also opens the TLS connections
-/// the first invocation will reuse), and checks every mapped GUID.
+/// Builds the function's handler from the environment: reads the secret,
+/// validates the configuration, builds the clients and [`wire`]s them.
 pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
     let environment = Environment::from_env()?;
     let secret_id = environment
@@ -130,48 +140,109 @@ pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
             secret_id: secrets.secret_id().to_string(),
             source,
         })?;
+    let (raw, log_hash_key) = split_log_hash_key(&raw);
     let (document, merge_warnings) =
         merge_documents(&raw, environment.integration_config.as_deref())?;
     let loaded = IntegrationConfig::from_document(&document, environment.allow_insecure_http)?;
+    // Before anything logs a label: from here on labels are per deployment.
+    set_log_hash_key(
+        &log_hash_key
+            .unwrap_or_else(|| derive_log_hash_key(&loaded.config.credentials.client_secret)),
+    );
     for warning in merge_warnings.iter().chain(&loaded.warnings) {
         warn!(warning = %warning, "configuration");
     }
     let config = Arc::new(loaded.config);
+    let client = dataverse_client(
+        &config,
+        environment.authority.clone(),
+        secrets,
+        RetryPolicy::default(),
+    );
+    let redelivery = SqsRedelivery::new(
+        sqs_redelivery::sdk_client().await,
+        sqs_redelivery::endpoint_from_env(),
+        std::env::var("DEAD_LETTER_QUEUE_URL").ok(),
+    );
+    wire(config, client, Arc::new(redelivery)).await
+}
+
+/// Secret document key holding the key of the log labels ([`crate::redact`]).
+pub const LOG_HASH_KEY: &str = "log_hash_key";
+
+/// Takes `log_hash_key` out of the secret document (it is not part of the
+/// integration document), returning the rest and the key when it is a
+/// non-empty string. A document that is not a JSON object is returned as it
+/// is, for the configuration to report.
+pub fn split_log_hash_key(raw: &str) -> (String, Option<SecretString>) {
+    let Ok(serde_json::Value::Object(mut document)) = serde_json::from_str(raw) else {
+        return (raw.to_string(), None);
+    };
+    match document.remove(LOG_HASH_KEY) {
+        Some(serde_json::Value::String(key)) if !key.trim().is_empty() => (
+            serde_json::Value::Object(document).to_string(),
+            Some(SecretString::new(key)),
+        ),
+        Some(_) => (serde_json::Value::Object(document).to_string(), None),
+        None => (raw.to_string(), None),
+    }
+}
+
+/// The Dataverse client for `config`, with tokens from Entra at `authority`
+/// for the credentials `credentials` gives.
+pub fn dataverse_client(
+    config: &IntegrationConfig,
+    authority: Url,
+    credentials: Arc<dyn CredentialSource>,
+    policy: RetryPolicy,
+) -> DataverseClient {
     let http = http_client();
     let tokens = Arc::new(EntraTokenProvider::new(
         http.clone(),
-        environment.authority.clone(),
-        secrets,
+        authority,
+        credentials,
     ));
-    let client = DataverseClient::new(
-        http,
-        config.credentials.instance.clone(),
-        tokens,
-        RetryPolicy::default(),
-    );
-    let deadline = Instant::now() + STARTUP_BUDGET;
-    let (purposes, topics) = tokio::try_join!(client.purposes(deadline), client.topics(deadline))?;
-    let catalog = Catalog::new(purposes, topics);
-    let targets = config.targets();
-    let (fatal, notes): (Vec<_>, Vec<_>) = catalog
-        .check(&targets)
-        .into_iter()
-        .partition(|problem| problem.fatal);
-    for note in notes {
-        warn!(target_id = %note.target, problem = %note.problem, "mapping target needs attention");
-    }
-    if !fatal.is_empty() {
-        return Err(InitError::UnknownTargets(fatal));
-    }
+    DataverseClient::new(http, config.credentials.instance.clone(), tokens, policy)
+}
+
+/// Wires a validated configuration and its clients into the handler. It
+/// tries to read the environment's metadata (purposes and topics, and this
+/// product's application user; this also opens the TLS connections the first
+/// invocation will reuse) and checks every mapped GUID: a GUID Dataverse does
+/// not have fails the start. When Dataverse or Entra cannot be read, the
+/// handler starts anyway and the service reads them on first use.
+pub async fn wire(
+    config: Arc<IntegrationConfig>,
+    client: DataverseClient,
+    redelivery: Arc<dyn Redelivery>,
+) -> Result<Handler<DataverseClient>, InitError> {
+    let service = SyncService::new(client, config.clone());
+    let loaded = match service.metadata(Instant::now() + STARTUP_BUDGET).await {
+        Ok(metadata) => {
+            for note in &metadata.notes {
+                warn!(target_id = %note.target, problem = %note.problem, "mapping target needs attention");
+            }
+            true
+        }
+        Err(MetadataError::UnknownTargets(fatal)) => return Err(InitError::UnknownTargets(fatal)),
+        Err(MetadataError::Store(error)) => {
+            warn!(
+                error = %mask_personal_in(&error.to_string()),
+                retryable = error.is_retryable(),
+                "purposes, topics and the application user could not be read at start; starting anyway: writes wait (backing off in the queue) until they can be read"
+            );
+            false
+        }
+    };
     info!(
         instance = %config.credentials.instance,
         mappings = config.rules.mappings.len(),
-        targets = targets.len(),
+        targets = config.targets().len(),
         upsert_mode = config.upsert_mode,
+        metadata_loaded = loaded,
         "ready"
     );
-    Ok(Handler::new(
-        SyncService::new(client, config, Arc::new(catalog)),
-        SAFETY_MARGIN,
-    ))
+    Ok(Handler::new(service, SAFETY_MARGIN)
+        .with_redelivery(redelivery)
+        .with_metrics(Metrics::from_env()))
 }

@@ -1,11 +1,13 @@
-//! The port the sync service writes through: three operations, one round
-//! trip each, so a batch costs a constant number of requests (DESIGN §4).
+//! The port the sync service writes through: one round trip per bulk
+//! operation, so a batch costs a constant number of requests however many
+//! webhooks and mappings it holds (README, "What it does with a webhook").
 
 use std::future::Future;
 
 use tokio::time::Instant;
+use uuid::Uuid;
 
-use crate::domain::cpc::{ConsentRow, Contact, WriteOp};
+use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic, WriteOp};
 
 /// What the service needs to know about a store error.
 pub trait StoreError: std::error::Error + Send + Sync + 'static {
@@ -17,10 +19,23 @@ pub trait StoreError: std::error::Error + Send + Sync + 'static {
     fn is_already_exists(&self) -> bool;
 }
 
-/// Contacts and consent rows, read and written in bulk.
+/// Contacts and consent rows, read and written in bulk, and the environment
+/// facts the write rules depend on.
 pub trait ConsentStore: Send + Sync {
     /// The store's error type.
     type Error: StoreError;
+
+    /// The application user this product writes as (`WhoAmI`): rows it did
+    /// not write last were edited by someone else.
+    fn own_user(&self, deadline: Instant)
+    -> impl Future<Output = Result<Uuid, Self::Error>> + Send;
+
+    /// Every purpose and topic (the catalogue the mappings are checked
+    /// against, and where a topic's parent purpose comes from).
+    fn purposes_and_topics(
+        &self,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(Vec<Purpose>, Vec<Topic>), Self::Error>> + Send;
 
     /// Contacts whose `match_field` equals any of `values` (case-insensitively).
     fn find_contacts(

@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::IntegrationConfig;
-use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic};
+use crate::domain::cpc::{ConsentRow, ConsentType, Contact, Purpose, Topic};
 use crate::domain::decision::{ConsentValue, Decision, Outcome, Target};
+use crate::domain::writes::Catalog;
 
 #[derive(Debug, thiserror::Error)]
 #[error("fake store error (retryable: {retryable}, exists: {exists})")]
@@ -32,22 +33,52 @@ struct FakeStore {
     rows: Vec<ConsentRow>,
     calls: Mutex<Vec<&'static str>>,
     fail_contacts: Option<bool>,
+    /// A value whose presence in a set query makes Dataverse refuse it
+    /// (non-retryably), as an oversized or odd id would.
+    poison: Option<String>,
+    /// Set queries seen: how many values each asked for.
+    query_sizes: Mutex<Vec<usize>>,
     /// For each op index that should fail: (retryable, already exists).
     fail_ops: Vec<(usize, bool, bool)>,
     written: Mutex<Vec<WriteOp>>,
 }
 
+/// This product's application user in these tests.
+const OWN_USER: Uuid = Uuid::from_u128(0xa99);
+
 impl ConsentStore for FakeStore {
     type Error = FakeError;
+
+    async fn own_user(&self, _: Instant) -> Result<Uuid, FakeError> {
+        self.calls.lock().unwrap().push("whoami");
+        Ok(OWN_USER)
+    }
+
+    async fn purposes_and_topics(
+        &self,
+        _: Instant,
+    ) -> Result<(Vec<Purpose>, Vec<Topic>), FakeError> {
+        self.calls.lock().unwrap().push("catalog");
+        Ok(catalog())
+    }
 
     async fn find_contacts(
         &self,
         _: &str,
         _: &str,
-        _: &[String],
+        values: &[String],
         _: Instant,
     ) -> Result<Vec<Contact>, FakeError> {
         self.calls.lock().unwrap().push("contacts");
+        self.query_sizes.lock().unwrap().push(values.len());
+        if let Some(poison) = &self.poison
+            && values.contains(poison)
+        {
+            return Err(FakeError {
+                retryable: false,
+                exists: false,
+            });
+        }
         match self.fail_contacts {
             Some(retryable) => Err(FakeError {
                 retryable,
@@ -99,8 +130,8 @@ fn config(upsert_mode: bool) -> Arc<IntegrationConfig> {
     )
 }
 
-fn catalog() -> Arc<Catalog> {
-    Arc::new(Catalog::new(
+fn catalog() -> (Vec<Purpose>, Vec<Topic>) {
+    (
         vec![Purpose {
             id: PURPOSE,
             name: "Commercial".into(),
@@ -112,7 +143,18 @@ fn catalog() -> Arc<Catalog> {
             purpose_id: Some(PURPOSE),
             active: true,
         }],
-    ))
+    )
+}
+
+/// Metadata as start-up would have read it (the fixture's other targets are
+/// not in this small catalogue, which the planner does not need).
+fn metadata() -> Metadata {
+    let (purposes, topics) = catalog();
+    Metadata {
+        catalog: Catalog::new(purposes, topics),
+        own_user: OWN_USER,
+        notes: Vec::new(),
+    }
 }
 
 fn contact(email: &str) -> Contact {
@@ -141,7 +183,7 @@ fn write_plan(user: &str, event: &str) -> Result<ConsentPlan, RejectedWebhook> {
 fn skip_plan() -> Result<ConsentPlan, RejectedWebhook> {
     Ok(ConsentPlan {
         outcome: Outcome::Skip,
-        reason: Some("nothing in the event matches a mapping".into()),
+        reason: Some(SkipReason::NothingMapped),
         event_id: None,
         regulation: None,
         organization_user_id: None,
@@ -161,7 +203,7 @@ async fn run(
     upsert: bool,
     items: &[Result<ConsentPlan, RejectedWebhook>],
 ) -> (Vec<MessageOutcome>, FakeStore) {
-    let service = SyncService::new(store, config(upsert), catalog());
+    let service = SyncService::new(store, config(upsert)).with_metadata(metadata());
     let outcomes = service
         .process(items, Instant::now() + std::time::Duration::from_secs(5))
         .await;
@@ -216,7 +258,7 @@ async fn unknown_contact_is_skipped_without_upsert_mode() {
     let MessageOutcome::Skipped { reason } = &outcomes[0] else {
         panic!("{outcomes:?}")
     };
-    assert!(reason.contains("upsert_mode is off"));
+    assert!(reason.to_string().contains("upsert_mode is off"));
     assert_eq!(*store.calls.lock().unwrap(), ["contacts"]);
 }
 
@@ -337,13 +379,15 @@ async fn nothing_newer_to_write_skips_the_batch_call() {
         id: Uuid::new_v4(),
         contact_point: "a@example.com".into(),
         channel: crate::domain::cpc::CHANNEL_EMAIL,
-        consent_type: Some(crate::domain::cpc::CONSENT_TYPE_PURPOSE),
+        consent_type: Some(ConsentType::Purpose),
         purpose_id: Some(PURPOSE),
         topic_id: None,
-        value: Some(crate::domain::cpc::CONSENT_OPTED_IN),
+        value: Some(ConsentValue::OptedIn),
         reason: Some(marker.to_reason()),
         state: 0,
         modified_on: Utc::now(),
+        modified_by: Some(OWN_USER),
+        etag: "W/\"1\"".into(),
     };
     let store = FakeStore {
         contacts: vec![contact("a@example.com")],
@@ -364,4 +408,187 @@ async fn nothing_newer_to_write_skips_the_batch_call() {
         "{outcomes:?}"
     );
     assert_eq!(*store.calls.lock().unwrap(), ["contacts", "rows"]);
+}
+
+fn opt_out_plan(user: &str, event: &str) -> Result<ConsentPlan, RejectedWebhook> {
+    let mut plan = write_plan(user, event).unwrap();
+    plan.consents[0].value = ConsentValue::OptedOut;
+    Ok(plan)
+}
+
+#[tokio::test]
+async fn an_opt_out_for_an_address_without_a_contact_is_written_for_the_address() {
+    let (outcomes, store) = run(
+        FakeStore::default(),
+        false,
+        &[opt_out_plan("nobody.yet@example.com", "ev-1")],
+    )
+    .await;
+    assert!(
+        matches!(outcomes[0], MessageOutcome::Written { created: 1, .. }),
+        "{outcomes:?}"
+    );
+    let written = store.written.lock().unwrap();
+    let [WriteOp::CreateConsent(row)] = written.as_slice() else {
+        panic!("{written:?}")
+    };
+    assert_eq!(row.contact_point, "nobody.yet@example.com");
+    assert_eq!(row.value, ConsentValue::OptedOut);
+}
+
+#[tokio::test]
+async fn opt_outs_without_a_contact_can_be_turned_off() {
+    let document = serde_json::from_str::<serde_json::Value>(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/integration-config.json"
+    )))
+    .unwrap();
+    let mut document = document;
+    document["properties"]["write_opt_outs_without_contact"] = serde_json::json!(false);
+    let config = IntegrationConfig::from_document(&document, false)
+        .unwrap()
+        .config;
+    let service =
+        SyncService::new(FakeStore::default(), Arc::new(config)).with_metadata(metadata());
+    let outcomes = service
+        .process(
+            &[opt_out_plan("nobody.yet@example.com", "ev-1")],
+            Instant::now() + std::time::Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        matches!(
+            &outcomes[0],
+            MessageOutcome::Skipped {
+                reason: SkipReason::NoContact { .. }
+            }
+        ),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_set_query_refused_because_of_one_id_fails_only_that_message() {
+    let store = FakeStore {
+        contacts: vec![contact("a@example.com"), contact("b@example.com")],
+        poison: Some("odd\"id@example.com".into()),
+        ..FakeStore::default()
+    };
+    let (outcomes, store) = run(
+        store,
+        false,
+        &[
+            write_plan("a@example.com", "ev-a"),
+            write_plan("odd\"id@example.com", "ev-x"),
+            write_plan("b@example.com", "ev-b"),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(outcomes[0], MessageOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(
+            outcomes[1],
+            MessageOutcome::Failed {
+                retryable: false,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[2], MessageOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
+    // One set query, then one per user to find the culprit.
+    assert_eq!(*store.query_sizes.lock().unwrap(), vec![3, 1, 1, 1]);
+}
+
+#[tokio::test]
+async fn a_decision_dated_beyond_the_clock_skew_fails_permanently_with_the_field_named() {
+    let mut plan = write_plan("a@example.com", "ev-1").unwrap();
+    plan.occurred_at = Some(Utc::now() + chrono::Duration::days(365));
+    let store = FakeStore {
+        contacts: vec![contact("a@example.com")],
+        ..FakeStore::default()
+    };
+    let (outcomes, store) = run(store, false, &[Ok(plan)]).await;
+    let MessageOutcome::Failed { error, retryable } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(!retryable);
+    assert!(error.contains("created_at"), "{error}");
+    assert!(
+        store.calls.lock().unwrap().is_empty(),
+        "nothing is read or written"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_id_fails_its_message_alone_before_any_query() {
+    let long = format!("{}@example.com", "x".repeat(400));
+    let store = FakeStore {
+        contacts: vec![contact("a@example.com")],
+        ..FakeStore::default()
+    };
+    let (outcomes, store) = run(
+        store,
+        false,
+        &[
+            write_plan(&long, "ev-x"),
+            write_plan("a@example.com", "ev-a"),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(
+            outcomes[0],
+            MessageOutcome::Failed {
+                retryable: false,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[1], MessageOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(*store.query_sizes.lock().unwrap(), vec![1]);
+}
+
+#[tokio::test]
+async fn metadata_is_read_on_first_use_and_kept() {
+    let store = FakeStore {
+        contacts: vec![contact("a@example.com")],
+        ..FakeStore::default()
+    };
+    let mut document: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/integration-config.json"
+    )))
+    .unwrap();
+    // Only the target the fake catalogue has.
+    document["mappings"] = serde_json::json!([
+        {"id": format!("purpose:{PURPOSE}"), "value": "marketing-communications-Xk3Pq9"}
+    ]);
+    let config = IntegrationConfig::from_document(&document, false)
+        .unwrap()
+        .config;
+    let service = SyncService::new(store, Arc::new(config));
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    for event in ["ev-1", "ev-2"] {
+        let outcomes = service
+            .process(&[write_plan("a@example.com", event)], deadline)
+            .await;
+        assert!(
+            matches!(outcomes[0], MessageOutcome::Written { .. }),
+            "{outcomes:?}"
+        );
+    }
+    let calls = service.store.calls.lock().unwrap();
+    assert_eq!(calls.iter().filter(|call| **call == "whoami").count(), 1);
+    assert_eq!(calls.iter().filter(|call| **call == "catalog").count(), 1);
 }

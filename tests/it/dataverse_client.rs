@@ -10,9 +10,9 @@ use didomi_cpc_sync::adapters::dataverse::{DataverseClient, ErrorKind, RetryPoli
 use didomi_cpc_sync::adapters::entra::{AuthError, BoxFuture, TokenSource};
 use didomi_cpc_sync::adapters::http::http_client;
 use didomi_cpc_sync::domain::cpc::{
-    CONSENT_OPTED_IN, CONSENT_OPTED_OUT, CONSENT_TYPE_PURPOSE, CONSENT_TYPE_TOPIC, ConsentUpdate,
-    NewConsent, NewContact, SOURCE_INTERNAL, WriteOp,
+    ConsentType, ConsentUpdate, NewConsent, NewContact, SOURCE_INTERNAL, WriteOp,
 };
+use didomi_cpc_sync::domain::decision::ConsentValue;
 use didomi_cpc_sync::redact::SecretString;
 use reqwest::Url;
 use serde_json::{Value, json};
@@ -196,14 +196,14 @@ fn dataverse_requests(env: &Env) -> Vec<cpc_emulator::RequestRecord> {
         .collect()
 }
 
-fn consent(id: Uuid, address: &str, topic: Option<&str>, value: i32) -> NewConsent {
+fn consent(id: Uuid, address: &str, topic: Option<&str>, value: ConsentValue) -> NewConsent {
     NewConsent {
         id,
         contact_point: address.into(),
         consent_type: if topic.is_some() {
-            CONSENT_TYPE_TOPIC
+            ConsentType::Topic
         } else {
-            CONSENT_TYPE_PURPOSE
+            ConsentType::Purpose
         },
         value,
         purpose_id: PURPOSE.parse().unwrap(),
@@ -276,7 +276,7 @@ async fn consent_rows_include_inactive_ones_and_follow_pages() {
         .iter()
         .find(|r| r.id.to_string() == EXISTING_ROW)
         .expect("the inactive seeded row");
-    assert_eq!(existing.value, Some(CONSENT_OPTED_OUT));
+    assert_eq!(existing.value, Some(ConsentValue::OptedOut));
     assert_eq!(existing.reason.as_deref(), Some("preference page"));
     let topic_rows = rows.iter().filter(|r| r.topic_id.is_some()).count();
     assert_eq!(topic_rows, PAGED_ROWS - 1);
@@ -324,17 +324,18 @@ async fn one_batch_creates_and_updates_with_the_right_binds() {
             purpose_row,
             "new+one@example.com",
             None,
-            CONSENT_OPTED_IN,
+            ConsentValue::OptedIn,
         )),
         WriteOp::CreateConsent(consent(
             topic_row,
             "new+one@example.com",
             Some(TOPIC),
-            CONSENT_OPTED_OUT,
+            ConsentValue::OptedOut,
         )),
         WriteOp::UpdateConsent(ConsentUpdate {
             id: EXISTING_ROW.parse().unwrap(),
-            value: CONSENT_OPTED_IN,
+            etag: "*".into(),
+            value: ConsentValue::OptedIn,
             source: SOURCE_INTERNAL,
             reason: "didomi:evt-2@2024-05-15T00:00:00Z".into(),
         }),
@@ -356,9 +357,15 @@ async fn one_batch_creates_and_updates_with_the_right_binds() {
     let topic = row(&rows, &topic_row.to_string());
     assert_eq!(topic["_msdynmkt_purposeid_value"], PURPOSE);
     assert_eq!(topic["_msdynmkt_topicid_value"], TOPIC);
-    assert_eq!(topic["msdynmkt_value"], CONSENT_OPTED_OUT);
+    assert_eq!(
+        topic["msdynmkt_value"],
+        ConsentValue::OptedOut.option_value()
+    );
     let updated = row(&rows, EXISTING_ROW);
-    assert_eq!(updated["msdynmkt_value"], CONSENT_OPTED_IN);
+    assert_eq!(
+        updated["msdynmkt_value"],
+        ConsentValue::OptedIn.option_value()
+    );
     assert_eq!(
         updated["msdynmkt_reason"],
         "didomi:evt-2@2024-05-15T00:00:00Z"
@@ -383,7 +390,7 @@ async fn one_batch_creates_and_updates_with_the_right_binds() {
     assert_eq!(read.len(), 2);
     let topic = read.iter().find(|r| r.id == topic_row).unwrap();
     assert_eq!(topic.topic_id, Some(TOPIC.parse().unwrap()));
-    assert_eq!(topic.consent_type, Some(CONSENT_TYPE_TOPIC));
+    assert_eq!(topic.consent_type, Some(ConsentType::Topic));
     env.emulator.shutdown().await;
 }
 
@@ -391,11 +398,11 @@ async fn one_batch_creates_and_updates_with_the_right_binds() {
 async fn bad_writes_fail_alone_without_panics() {
     let env = start();
     let good = Uuid::new_v4();
-    let mut unknown_purpose = consent(Uuid::new_v4(), "a@example.com", None, CONSENT_OPTED_IN);
+    let mut unknown_purpose = consent(Uuid::new_v4(), "a@example.com", None, ConsentValue::OptedIn);
     unknown_purpose.purpose_id = Uuid::from_u128(0xdead);
-    let mut bad_choice = consent(Uuid::new_v4(), "a@example.com", None, 7);
+    let mut bad_choice = consent(Uuid::new_v4(), "a@example.com", None, ConsentValue::OptedIn);
     bad_choice.source = 1;
-    let mut too_long = consent(Uuid::new_v4(), "a@example.com", None, CONSENT_OPTED_IN);
+    let mut too_long = consent(Uuid::new_v4(), "a@example.com", None, ConsentValue::OptedIn);
     too_long.reason = "é".repeat(600);
     let ops = vec![
         WriteOp::CreateConsent(unknown_purpose),
@@ -403,7 +410,8 @@ async fn bad_writes_fail_alone_without_panics() {
         WriteOp::CreateConsent(too_long),
         WriteOp::UpdateConsent(ConsentUpdate {
             id: Uuid::from_u128(0xbeef),
-            value: CONSENT_OPTED_IN,
+            etag: "*".into(),
+            value: ConsentValue::OptedIn,
             source: SOURCE_INTERNAL,
             reason: "x".into(),
         }),
@@ -414,7 +422,7 @@ async fn bad_writes_fail_alone_without_panics() {
             contact_point_field: "emailaddress1".into(),
             contact_point: "x".into(),
         }),
-        WriteOp::CreateConsent(consent(good, "a@example.com", None, CONSENT_OPTED_IN)),
+        WriteOp::CreateConsent(consent(good, "a@example.com", None, ConsentValue::OptedIn)),
     ];
     let results = env.client.execute_writes(&ops, in_secs(10)).await.unwrap();
     assert_eq!(results.len(), ops.len());
@@ -510,7 +518,7 @@ async fn expired_token_is_refreshed_once() {
 }
 
 #[tokio::test]
-async fn not_an_application_user_is_permanent_after_one_request() {
+async fn not_an_application_user_is_not_resent_but_retryable_once_fixed() {
     let env = start();
     env.emulator.set_faults(faults(json!([
         {"path_contains": "/api/data/", "times": null, "action": {"status": 403, "code": "0x80072560"}}
@@ -520,7 +528,9 @@ async fn not_an_application_user_is_permanent_after_one_request() {
         .consent_rows(&["jane.doe@example.com".into()], in_secs(10))
         .await
         .unwrap_err();
-    assert!(!error.is_retryable());
+    // Fixed in the Power Platform admin centre, not by a redeploy: the
+    // message goes back to the queue with backoff, and is not resent now.
+    assert!(error.is_retryable() && !error.is_transient());
     assert_eq!(error.status(), Some(403));
     assert_eq!(error.code(), Some("0x80072560"));
     assert!(error.to_string().contains("Application User"), "{error}");
@@ -540,7 +550,7 @@ async fn deadline_shorter_than_retry_after_returns_quickly() {
         Uuid::new_v4(),
         "a@example.com",
         None,
-        CONSENT_OPTED_IN,
+        ConsentValue::OptedIn,
     ))];
     let error = env
         .client
@@ -576,11 +586,12 @@ async fn lost_batch_answer_is_retried_without_duplicate_rows() {
             created,
             "dropped@example.com",
             Some(TOPIC),
-            CONSENT_OPTED_IN,
+            ConsentValue::OptedIn,
         )),
         WriteOp::UpdateConsent(ConsentUpdate {
             id: EXISTING_ROW.parse().unwrap(),
-            value: CONSENT_OPTED_IN,
+            etag: "*".into(),
+            value: ConsentValue::OptedIn,
             source: SOURCE_INTERNAL,
             reason: "didomi:evt-3@2024-05-16T00:00:00Z".into(),
         }),

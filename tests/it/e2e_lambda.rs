@@ -26,10 +26,11 @@ const ADDRESSES: [&str; 4] = [
     "jane.o'brien@example.com",
 ];
 
-struct World {
-    emulator: EmulatorHandle,
+/// The emulator, moto and the real `bootstrap` under a Runtime API.
+pub(crate) struct World {
+    pub(crate) emulator: EmulatorHandle,
     _moto: MotoServer,
-    lambda: LocalLambda,
+    pub(crate) lambda: LocalLambda,
 }
 
 /// An edit of a JSON document (the seed or the integration document).
@@ -41,9 +42,12 @@ struct Setup {
     seed: Option<Edit>,
     config: Option<Edit>,
     secrets_endpoint: Option<String>,
+    /// Emulator faults in force before the function starts.
+    faults: Option<Value>,
 }
 
-async fn world(edit: impl FnOnce(&mut Value) + 'static) -> World {
+/// A world with the fixture configuration, edited by `edit`.
+pub(crate) async fn world(edit: impl FnOnce(&mut Value) + 'static) -> World {
     world_with(Setup {
         config: Some(Box::new(edit)),
         ..Setup::default()
@@ -57,6 +61,9 @@ async fn world_with(setup: Setup) -> World {
         edit(&mut seed);
     }
     let emulator = Emulator::start(seed_from(seed)).unwrap();
+    if let Some(faults) = setup.faults {
+        emulator.set_faults(serde_json::from_value(faults).unwrap());
+    }
     let moto = MotoServer::start().await;
     let mut config = config_json(&emulator);
     if let Some(edit) = setup.config {
@@ -69,34 +76,16 @@ async fn world_with(setup: Setup) -> World {
         .send()
         .await
         .unwrap();
-    let lambda = LocalLambda::start(&[
-        ("SECRET_ID", SECRET_NAME.to_string()),
-        (
-            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-            setup
-                .secrets_endpoint
-                .unwrap_or_else(|| moto.endpoint.clone()),
-        ),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test-secret-access-key".into()),
-        ("AZURE_AUTHORITY_HOST", emulator.base_url()),
-        ("ALLOW_INSECURE_HTTP", "true".into()),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
-        ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
-    ])
+    let secrets_endpoint = setup
+        .secrets_endpoint
+        .unwrap_or_else(|| moto.endpoint.clone());
+    let lambda = LocalLambda::start(&lambda::function_env(
+        SECRET_NAME,
+        &secrets_endpoint,
+        &emulator.base_url(),
+    ))
     .await
-    .forbid_in_logs(
-        [
-            EMULATOR_SECRET,
-            "test-secret-access-key",
-            "bearer ey",
-            "access_token",
-        ]
-        .into_iter()
-        .chain(ADDRESSES)
-        .map(str::to_string),
-    );
+    .forbid_in_logs(lambda::never_logged(&ADDRESSES));
     World {
         emulator,
         _moto: moto,
@@ -307,35 +296,100 @@ async fn throttled_dataverse_fails_the_batch_back_to_the_queue_then_succeeds() {
     );
 }
 
+/// `address` as it appears in a URL query: `@` and the other reserved
+/// characters percent-encoded (upper and lower case hex).
+fn url_encoded_forms(address: &str) -> Vec<String> {
+    let encoded: String = address
+        .chars()
+        .map(|c| match c {
+            '@' => "%40".to_string(),
+            '\'' => "%27".to_string(),
+            '+' => "%2B".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    vec![
+        encoded.clone(),
+        encoded.to_lowercase(),
+        address.replace('@', "%40"),
+    ]
+}
+
 #[tokio::test]
-async fn logs_are_json_and_hold_no_secret_token_or_address() {
+async fn logs_are_json_carry_the_request_id_and_hold_no_secret_token_or_address() {
     let world = world(|_| {}).await;
+    let mut throttled = fixture("sqs-batch.json");
+    throttled["Records"][0]["messageId"] = json!("failing-run");
     for name in [
         "sqs-batch.json",
         "http-api-request.json",
         "event-created-opt-out.json",
+        "event-created-one-click-opt-out.json",
     ] {
         world.lambda.invoke_fixture(name).await;
     }
+    // A failing run too: error paths log Dataverse's answers.
+    world.emulator.set_faults(
+        serde_json::from_value(json!([
+            {"method": "GET", "path_contains": "msdynmkt_contactpointconsent4s", "times": null,
+             "action": {"status": 400, "message": "Bad value jane.doe@example.com"}}
+        ]))
+        .unwrap(),
+    );
+    let failed = world.lambda.invoke(&throttled).await;
+    assert!(
+        !failed["batchItemFailures"].as_array().unwrap().is_empty(),
+        "{failed}"
+    );
+    let direct = world
+        .lambda
+        .invoke_fixture("event-created-opt-in.json")
+        .await;
+    let told = direct["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        told.contains("HTTP 400"),
+        "the caller is told what failed: {direct}"
+    );
+    assert!(
+        !told.contains("Bad value") && !told.contains("jane"),
+        "but not Dataverse's internals: {direct}"
+    );
     let logs = world.lambda.logs();
     assert!(logs.lines().count() > 3, "{logs}");
-    for line in logs.lines() {
-        serde_json::from_str::<Value>(line)
-            .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
-    }
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
+        })
+        .collect();
     let lower = logs.to_lowercase();
-    for forbidden in [
-        EMULATOR_SECRET,
-        "jane.doe@example.com",
-        "o'brien+news@example.com",
-        "bearer ",
-    ] {
+    let forbidden = [EMULATOR_SECRET, "bearer ", "emu."]
+        .into_iter()
+        .map(str::to_string)
+        .chain(ADDRESSES.iter().map(|address| address.to_string()))
+        .chain(
+            ADDRESSES
+                .iter()
+                .flat_map(|address| url_encoded_forms(address)),
+        );
+    for forbidden in forbidden {
         assert!(
             !lower.contains(&forbidden.to_lowercase()),
             "logs contain {forbidden:?}"
         );
     }
-    assert!(logs.contains("message_id"), "per-message ids are logged");
+    let per_message: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line.get("message_id").is_some())
+        .collect();
+    assert!(!per_message.is_empty(), "per-message ids are logged");
+    for line in per_message {
+        assert!(
+            line["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+            "requestId is a top-level field: {line}"
+        );
+    }
 }
 
 /// Checks that the start failed: the process exits unsuccessfully and logs
@@ -382,15 +436,63 @@ async fn unreachable_secrets_manager_fails_the_start_with_the_reason() {
     assert_start_fails(world, "SecretUnavailable", "didomi/cpc-sync").await;
 }
 
+/// The ids of `answer`'s `batchItemFailures`.
+fn failed_ids(answer: &Value) -> BTreeSet<String> {
+    answer["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a batch response: {answer}"))
+        .iter()
+        .map(|failure| failure["itemIdentifier"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The messages of `events/sqs-batch.json` that write (the third is skipped).
+const WRITERS: [&str; 2] = [
+    "059f36b4-87a3-44ab-83d2-661975830a7d",
+    "2e1424d4-f796-459a-8184-9c92662be6da",
+];
+
 #[tokio::test]
-async fn missing_application_user_fails_the_start_with_the_fix() {
+async fn missing_application_user_starts_and_fails_writes_retryably_naming_the_fix() {
     let seed: Edit = Box::new(|seed: &mut Value| seed["app_user"] = json!(false));
-    let world = world_with(Setup {
+    let mut world = world_with(Setup {
         seed: Some(seed),
         ..Setup::default()
     })
     .await;
-    assert_start_fails(world, "DataverseUnavailable", "Application User").await;
+    let answer = world.lambda.invoke_fixture("sqs-batch.json").await;
+    assert_eq!(failed_ids(&answer), WRITERS.map(String::from).into());
+    assert_eq!(
+        world.lambda.exit_code(Duration::from_millis(200)).await,
+        None,
+        "still running"
+    );
+    let logs = world.lambda.logs();
+    assert!(
+        logs.contains("Application User"),
+        "the fix is logged: {logs}"
+    );
+    assert_eq!(world.emulator.consents().len(), 2, "only the seeded rows");
+}
+
+#[tokio::test]
+async fn unreachable_dataverse_at_start_does_not_fail_the_start_and_writes_once_it_is_back() {
+    let mut world = world_with(Setup {
+        faults: Some(json!([{"times": null, "action": {"drop": "before"}}])),
+        ..Setup::default()
+    })
+    .await;
+    let answer = world.lambda.invoke_fixture("sqs-batch.json").await;
+    assert_eq!(failed_ids(&answer), WRITERS.map(String::from).into());
+    assert_eq!(
+        world.lambda.exit_code(Duration::from_millis(200)).await,
+        None,
+        "still running"
+    );
+    world.emulator.set_faults(Vec::new());
+    let answer = world.lambda.invoke_fixture("sqs-batch.json").await;
+    assert!(failed_ids(&answer).is_empty(), "{answer}");
+    assert!(world.emulator.consents().len() > 2, "the batch is written");
 }
 
 #[tokio::test]

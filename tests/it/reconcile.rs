@@ -7,19 +7,16 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use cpc_emulator::{Emulator, EmulatorHandle, Seed};
-use didomi_cpc_sync::adapters::dataverse::DataverseClient;
 use didomi_cpc_sync::adapters::didomi_api::DidomiApiClient;
 use didomi_cpc_sync::adapters::http::http_client;
 use didomi_cpc_sync::cli::reconcile::{ReconcileOptions, ReconcileReport, run};
 use didomi_cpc_sync::cli::source::UserSource;
 use didomi_cpc_sync::domain::reconcile::DriftClass;
-use didomi_cpc_sync::service::SyncService;
 use serde_json::{Value, json};
 
 use crate::support::didomi::{self, settings, users};
 use crate::support::inprocess::{
-    EMULATOR_SECRET, client_for, config_for, config_json, dataverse_requests, fast_policy,
-    service_with, table,
+    EMULATOR_SECRET, config_json, dataverse_requests, fast_policy, service_with, table,
 };
 use crate::support::scratch;
 
@@ -72,13 +69,9 @@ fn api(emulator: &EmulatorHandle) -> UserSource {
     UserSource::api(client, None)
 }
 
-fn reader(emulator: &EmulatorHandle) -> DataverseClient {
-    client_for(emulator, &config_for(emulator, |_| {}), fast_policy())
-}
-
 async fn reconcile(
     emulator: &EmulatorHandle,
-    repair: Option<&SyncService<DataverseClient>>,
+    repair: bool,
     show_addresses: bool,
 ) -> (ReconcileReport, Vec<Value>) {
     let mut out = Vec::new();
@@ -86,17 +79,12 @@ async fn reconcile(
         show_addresses,
         progress: false,
     };
-    let config = config_for(emulator, |_| {});
-    let report = run(
-        api(emulator),
-        &config,
-        &reader(emulator),
-        repair,
-        &mut out,
-        &options,
-    )
-    .await
-    .unwrap();
+    // Metadata (purposes, topics, WhoAmI) is read here, before the count.
+    let service = service_with(emulator, |_| {}, fast_policy()).await;
+    emulator.clear_requests();
+    let report = run(api(emulator), &service, repair, &mut out, &options)
+        .await
+        .unwrap();
     let lines = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -132,7 +120,7 @@ fn purpose_class(lines: &[Value], user: usize) -> String {
 #[tokio::test]
 async fn every_class_is_found_on_the_pair_it_describes() {
     let emulator = Emulator::start(every_class_seed()).unwrap();
-    let (report, lines) = reconcile(&emulator, None, true).await;
+    let (report, lines) = reconcile(&emulator, false, true).await;
     assert_eq!(purpose_class(&lines, 0), "missing_in_dynamics");
     assert_eq!(purpose_class(&lines, 1), "differs_didomi_newer");
     assert_eq!(purpose_class(&lines, 2), "differs_dynamics_newer");
@@ -147,18 +135,20 @@ async fn every_class_is_found_on_the_pair_it_describes() {
     );
     let counts = &report.before;
     assert_eq!(counts.get(DriftClass::InSync), 1);
+    // user5 has no contact: its opt-ins cannot be written, but its Events
+    // opt-out is written for the address (write_opt_outs_without_contact).
     assert_eq!(
         counts.get(DriftClass::NoContact),
-        4,
-        "all four targets of user5"
+        3,
+        "user5's three opt-ins"
     );
     assert_eq!(
         counts.get(DriftClass::Undecided),
         4,
         "all four targets of user6"
     );
-    // user0's four targets, and the three topics of users 1–4.
-    assert_eq!(counts.get(DriftClass::MissingInDynamics), 4 + 4 * 3);
+    // user0's four targets, the three topics of users 1–4, user5's Events opt-out.
+    assert_eq!(counts.get(DriftClass::MissingInDynamics), 4 + 4 * 3 + 1);
     assert_eq!(report.users_compared, 7);
     assert!(report.final_counts().drift() > 0);
 }
@@ -166,7 +156,7 @@ async fn every_class_is_found_on_the_pair_it_describes() {
 #[tokio::test]
 async fn drift_lines_mask_addresses_unless_asked_to_show_them() {
     let emulator = Emulator::start(every_class_seed()).unwrap();
-    let (_, lines) = reconcile(&emulator, None, false).await;
+    let (_, lines) = reconcile(&emulator, false, false).await;
     let text: String = lines.iter().map(Value::to_string).collect();
     assert!(!text.contains("user0@"), "{text}");
     assert!(lines[0]["address"].as_str().unwrap().starts_with("u:"));
@@ -179,7 +169,7 @@ async fn dataverse_is_read_in_sets_two_queries_per_page_of_users() {
         didomi::didomi_section(users(250), |_| {}),
     ))
     .unwrap();
-    let (report, _) = reconcile(&emulator, None, false).await;
+    let (report, _) = reconcile(&emulator, false, false).await;
     assert_eq!(report.pages, 3);
     let reads: Vec<String> = dataverse_requests(&emulator);
     assert_eq!(reads.len(), 2 * 3, "{reads:?}");
@@ -189,8 +179,7 @@ async fn dataverse_is_read_in_sets_two_queries_per_page_of_users() {
 #[tokio::test]
 async fn repair_writes_what_didomi_decided_later_and_keeps_newer_dynamics_choices() {
     let emulator = Emulator::start(every_class_seed()).unwrap();
-    let service = service_with(&emulator, |_| {}, fast_policy()).await;
-    let (report, _) = reconcile(&emulator, Some(&service), true).await;
+    let (report, _) = reconcile(&emulator, true, true).await;
     let after = report.after.as_ref().unwrap();
     assert_eq!(after.get(DriftClass::MissingInDynamics), 0);
     assert_eq!(after.get(DriftClass::DiffersDidomiNewer), 0);
@@ -223,11 +212,10 @@ async fn repair_followed_by_a_fresh_reconcile_is_clean() {
         seed.consents.push(serde_json::from_value(row).unwrap());
     }
     let emulator = Emulator::start(seed).unwrap();
-    let service = service_with(&emulator, |_| {}, fast_policy()).await;
-    let (repaired, _) = reconcile(&emulator, Some(&service), false).await;
+    let (repaired, _) = reconcile(&emulator, true, false).await;
     assert!(repaired.before.drift() > 0);
     assert_eq!(repaired.after.as_ref().unwrap().drift(), 0);
-    let (fresh, lines) = reconcile(&emulator, None, false).await;
+    let (fresh, lines) = reconcile(&emulator, false, false).await;
     assert_eq!(fresh.before.drift(), 0, "{lines:?}");
     assert_eq!(fresh.before.get(DriftClass::InSync), 40 * 4);
 }
@@ -286,7 +274,7 @@ async fn the_command_exits_3_on_drift_0_once_repaired_and_2_without_didomi_api()
 #[tokio::test]
 async fn an_export_reconciles_exactly_like_the_api() {
     let emulator = Emulator::start(every_class_seed()).unwrap();
-    let (from_api, _) = reconcile(&emulator, None, false).await;
+    let (from_api, _) = reconcile(&emulator, false, false).await;
     let root = scratch::dir("reconcile-export");
     let lines: Vec<String> = emulator
         .didomi()
@@ -299,18 +287,11 @@ async fn an_export_reconciles_exactly_like_the_api() {
         show_addresses: false,
         progress: false,
     };
-    let config = config_for(&emulator, |_| {});
+    let service = service_with(&emulator, |_| {}, fast_policy()).await;
     let source = UserSource::export(root, None).unwrap();
-    let from_export = run(
-        source,
-        &config,
-        &reader(&emulator),
-        None,
-        &mut Vec::new(),
-        &options,
-    )
-    .await
-    .unwrap();
+    let from_export = run(source, &service, false, &mut Vec::new(), &options)
+        .await
+        .unwrap();
     assert_eq!(from_export.before, from_api.before);
     assert_eq!(from_export.users_compared, 7);
 }

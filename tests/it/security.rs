@@ -18,6 +18,7 @@ use didomi_cpc_sync::adapters::entra::{AuthError, BoxFuture, StaticCredentials, 
 use didomi_cpc_sync::adapters::http::http_client;
 use didomi_cpc_sync::config::Credentials;
 use didomi_cpc_sync::domain::cpc::{ConsentUpdate, SOURCE_INTERNAL, WriteOp};
+use didomi_cpc_sync::domain::decision::ConsentValue;
 use didomi_cpc_sync::redact::SecretString;
 use reqwest::Url;
 use serde_json::json;
@@ -169,7 +170,8 @@ fn soon() -> Instant {
 fn update() -> Vec<WriteOp> {
     vec![WriteOp::UpdateConsent(ConsentUpdate {
         id: "f1a2b3c4-d5e6-4f70-8192-a3b4c5d6e7f8".parse().unwrap(),
-        value: 534_120_001,
+        etag: "*".into(),
+        value: ConsentValue::OptedIn,
         source: SOURCE_INTERNAL,
         reason: "didomi:evt-1@2025-03-14T09:00:00Z".into(),
     })]

@@ -1,15 +1,15 @@
 //! `$batch` bodies: building the multipart request and reading the multipart
-//! answer (reference §3.9, §8.10). Pure: no I/O, so the exact bytes are tested.
+//! answer (Microsoft's documented `$batch` format). Pure: no I/O, so the exact bytes are tested.
 //!
 //! Every write is its own top-level part, never inside a change set: with
 //! `Prefer: odata.continue-on-error` one failing write must not roll back the
 //! others. Dataverse rejects bare-LF request bodies, so requests use CRLF
 //! everywhere; answers are read with either line ending.
 
-use crate::domain::cpc::{CONSENT_SET, CONTACT_SET, WriteOp};
+use crate::domain::cpc::WriteOp;
 
 use super::odata::check_property;
-use super::wire;
+use super::wire::{self, CONSENT_SET, CONTACT_SET};
 
 /// Most requests Dataverse accepts in one `$batch`.
 pub const MAX_PARTS: usize = 1000;
@@ -22,7 +22,7 @@ pub struct BatchPart {
     /// Relative URL, e.g. `/api/data/v9.2/contacts(<id>)`.
     pub path: String,
     /// Inner headers besides `Content-Type`.
-    pub headers: Vec<(&'static str, &'static str)>,
+    pub headers: Vec<(&'static str, String)>,
     /// JSON body.
     pub body: String,
     /// True for `If-None-Match: *` writes, where 412 means "already there".
@@ -37,14 +37,14 @@ pub fn part_for(op: &WriteOp, api_path: &str) -> Result<BatchPart, String> {
     let (path, headers, body, create_only, label) = match op {
         WriteOp::CreateConsent(row) => (
             format!("{api_path}{CONSENT_SET}({})", row.id),
-            vec![("If-None-Match", "*")],
+            vec![("If-None-Match", "*".to_string())],
             wire::create_consent_body(row),
             true,
             "create consent",
         ),
         WriteOp::UpdateConsent(update) => (
             format!("{api_path}{CONSENT_SET}({})", update.id),
-            vec![("If-Match", "*")],
+            vec![("If-Match", wire::checked_etag(&update.etag)?)],
             wire::update_consent_body(update),
             false,
             "update consent",
@@ -54,7 +54,7 @@ pub fn part_for(op: &WriteOp, api_path: &str) -> Result<BatchPart, String> {
             check_property(&contact.contact_point_field)?;
             (
                 format!("{api_path}{CONTACT_SET}({})", contact.id),
-                vec![("If-None-Match", "*")],
+                vec![("If-None-Match", "*".to_string())],
                 wire::create_contact_body(contact),
                 true,
                 "create contact",
@@ -81,13 +81,15 @@ pub fn content_type(boundary: &str) -> String {
     format!("multipart/mixed; boundary=\"{boundary}\"")
 }
 
-/// The multipart request body, CRLF throughout.
+/// The multipart request body, CRLF throughout. Part `i` carries
+/// `Content-ID: i+1`, so each answer part can be matched to its request.
 pub fn build_body(boundary: &str, parts: &[BatchPart]) -> String {
     let mut out = String::new();
-    for part in parts {
+    for (position, part) in parts.iter().enumerate() {
         out.push_str(&format!("--{boundary}\r\n"));
         out.push_str("Content-Type: application/http\r\n");
         out.push_str("Content-Transfer-Encoding: binary\r\n");
+        out.push_str(&format!("Content-ID: {}\r\n", position + 1));
         out.push_str("\r\n");
         out.push_str(&format!("{} {} HTTP/1.1\r\n", part.method, part.path));
         out.push_str("Content-Type: application/json; type=entry\r\n");
@@ -111,8 +113,11 @@ pub struct PartResponse {
     pub headers: Vec<(String, String)>,
     /// Inner body (empty for 204).
     pub body: String,
+    /// The part's `Content-ID`, when the answer echoes it.
+    pub content_id: Option<String>,
 }
 
+#[cfg(test)]
 impl PartResponse {
     /// First header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -190,7 +195,9 @@ fn parse_multipart(
         if let Some(inner) = boundary_of(&part_type) {
             parse_multipart(&inner, &rest.join("\n"), out, depth + 1)?;
         } else {
-            out.push(parse_http(rest)?);
+            let mut response = parse_http(rest)?;
+            response.content_id = find_header(&headers, "content-id");
+            out.push(response);
         }
     }
     Ok(())
@@ -247,13 +254,15 @@ fn parse_http(lines: &[&str]) -> Result<PartResponse, String> {
         status,
         headers,
         body: rest.join("\n").trim().to_owned(),
+        content_id: None,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::cpc::{ConsentUpdate, NewConsent, NewContact};
+    use crate::domain::cpc::{ConsentType, ConsentUpdate, NewConsent, NewContact};
+    use crate::domain::decision::ConsentValue;
     use uuid::Uuid;
 
     const API: &str = "/api/data/v9.2/";
@@ -263,11 +272,11 @@ mod tests {
             id: Uuid::from_u128(0xa1),
             contact_point: "jane.doe@example.com".into(),
             consent_type: if topic.is_some() {
-                534_120_001
+                ConsentType::Topic
             } else {
-                534_120_000
+                ConsentType::Purpose
             },
-            value: 534_120_001,
+            value: ConsentValue::OptedIn,
             purpose_id: Uuid::from_u128(3),
             topic_id: topic.map(Uuid::from_u128),
             source: 534_120_000,
@@ -282,7 +291,8 @@ mod tests {
             part_for(
                 &WriteOp::UpdateConsent(ConsentUpdate {
                     id: Uuid::from_u128(0xb2),
-                    value: 534_120_002,
+                    etag: "W/\"7\"".into(),
+                    value: ConsentValue::OptedOut,
                     source: 534_120_000,
                     reason: "r".into(),
                 }),
@@ -295,6 +305,7 @@ mod tests {
             "--batch_x\r\n",
             "Content-Type: application/http\r\n",
             "Content-Transfer-Encoding: binary\r\n",
+            "Content-ID: 1\r\n",
             "\r\n",
             "PATCH /api/data/v9.2/msdynmkt_contactpointconsent4s(00000000-0000-0000-0000-0000000000a1) HTTP/1.1\r\n",
             "Content-Type: application/json; type=entry\r\n",
@@ -309,10 +320,11 @@ mod tests {
             "--batch_x\r\n",
             "Content-Type: application/http\r\n",
             "Content-Transfer-Encoding: binary\r\n",
+            "Content-ID: 2\r\n",
             "\r\n",
             "PATCH /api/data/v9.2/msdynmkt_contactpointconsent4s(00000000-0000-0000-0000-0000000000b2) HTTP/1.1\r\n",
             "Content-Type: application/json; type=entry\r\n",
-            "If-Match: *\r\n",
+            "If-Match: W/\"7\"\r\n",
             "\r\n",
             "{\"msdynmkt_logicalreason\":534119999,\"msdynmkt_reason\":\"r\",\"msdynmkt_source\":534120000,\"msdynmkt_value\":534120002}\r\n",
             "--batch_x--\r\n",
@@ -325,7 +337,7 @@ mod tests {
     #[test]
     fn part_headers_per_operation() {
         let create = part_for(&WriteOp::CreateConsent(consent(None)), API).unwrap();
-        assert_eq!(create.headers, vec![("If-None-Match", "*")]);
+        assert_eq!(create.headers, vec![("If-None-Match", "*".to_string())]);
         assert!(create.create_only);
         assert!(create.body.contains("\"msdynmkt_purposeId@odata.bind\""));
         assert!(!create.body.contains("msdynmkt_topicId"));
@@ -344,7 +356,7 @@ mod tests {
             contact.path,
             "/api/data/v9.2/contacts(00000000-0000-0000-0000-0000000000c3)"
         );
-        assert_eq!(contact.headers, vec![("If-None-Match", "*")]);
+        assert_eq!(contact.headers, vec![("If-None-Match", "*".to_string())]);
         assert_eq!(contact.body, r#"{"emailaddress1":"a+b@x.com"}"#);
         assert_eq!(contact.label, "create contact");
     }
@@ -380,7 +392,7 @@ mod tests {
         );
     }
 
-    /// reference §8.10, with the failing-part sample appended as a third part.
+    /// Microsoft's documented sample answer, with the failing-part sample appended as a third part.
     fn reference_response() -> String {
         [
             "--batchresponse_3cace264-86ea-40fe-83d3-954b336c0f4a",

@@ -17,7 +17,8 @@ pub const CODE_NOT_APP_USER: &str = "0x80072560";
 /// Dataverse's `error.code` for a missing security-role privilege.
 pub const CODE_MISSING_PRIVILEGE: &str = "0x80040220";
 /// Dataverse's `error.code` when a create-only write finds an existing row.
-pub const CODE_DUPLICATE_KEY: &str = "0x80040237";
+#[cfg(test)]
+const CODE_DUPLICATE_KEY: &str = "0x80040237";
 
 /// Longest server message kept in an error (inner exception dumps run to kilobytes).
 const MAX_MESSAGE_CHARS: usize = 400;
@@ -54,6 +55,9 @@ pub enum ErrorKind {
     InvalidInput(String),
     /// A `$batch` answer had no part for this request: it was not applied.
     NoAnswer,
+    /// A `$batch` answer whose parts do not match its requests one to one
+    /// (by count, order and Content-ID): no part can be trusted.
+    BatchMismatch(String),
     /// The deadline had passed before the first attempt could be made.
     Deadline,
 }
@@ -173,20 +177,55 @@ impl DataverseError {
         self.deadline_reached
     }
 
-    /// True when the same work may succeed later: throttling, unavailable
-    /// service, network trouble, a create that found its row already there, or
-    /// a deadline reached while retrying. Everything else (bad request,
-    /// missing permission, unknown record) needs a fix first.
-    pub fn is_retryable(&self) -> bool {
+    /// True when the same request may succeed if sent again within seconds:
+    /// throttling, an unavailable service, network trouble. The client
+    /// retries these itself, within the invocation's deadline.
+    pub fn is_transient(&self) -> bool {
         match self.kind.as_ref() {
-            ErrorKind::Http {
-                status,
-                create_only,
-                ..
-            } => matches!(status, 408 | 429 | 502 | 503 | 504) || (*status == 412 && *create_only),
-            ErrorKind::Transport { .. } | ErrorKind::NoAnswer | ErrorKind::Deadline => true,
+            ErrorKind::Http { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504),
+            ErrorKind::Transport { .. } | ErrorKind::Deadline => true,
             ErrorKind::Auth(error) => error.is_retryable(),
-            ErrorKind::Protocol(_) | ErrorKind::InvalidInput(_) => false,
+            _ => false,
+        }
+    }
+
+    /// True when the message may succeed on a later delivery, so it goes back
+    /// to the queue with backoff instead of to the dead-letter queue: every
+    /// transient error, a `412` (a create that found its row, or an update
+    /// whose row changed since it was read: the next delivery re-reads), a
+    /// `$batch` answer that cannot be matched to its requests, and the `403`s
+    /// an operator fixes in Dynamics without a redeploy (not an application
+    /// user, a missing privilege). Everything else (a malformed request, an
+    /// unknown record) fails the same way every time.
+    pub fn is_retryable(&self) -> bool {
+        if self.is_transient() {
+            return true;
+        }
+        match self.kind.as_ref() {
+            ErrorKind::Http { status: 412, .. } => true,
+            ErrorKind::Http {
+                status: 403,
+                code: Some(code),
+                ..
+            } => code == CODE_NOT_APP_USER || code == CODE_MISSING_PRIVILEGE,
+            ErrorKind::NoAnswer | ErrorKind::BatchMismatch(_) => true,
+            _ => false,
+        }
+    }
+
+    /// True when no later delivery of the same message can succeed, whatever
+    /// an operator changes: Dataverse refused the request's content (400,
+    /// 405, 413, 415, 422: a write's values, or a query an odd id broke), or
+    /// the answer or the request itself is unusable (a foreign nextLink, a
+    /// field name that is not a logical name). Everything else (outages, and
+    /// what an operator fixes in Dataverse or Entra: 401, 403 Application
+    /// User or privilege, a missing row or column) may succeed later, so the
+    /// message backs off in the queue instead of going to the dead-letter queue.
+    pub fn is_permanent(&self) -> bool {
+        match self.kind.as_ref() {
+            ErrorKind::Http { status, .. } => matches!(status, 400 | 405 | 413 | 415 | 422),
+            ErrorKind::Protocol(_) | ErrorKind::InvalidInput(_) => true,
+            _ => false,
         }
     }
 
@@ -228,6 +267,11 @@ impl DataverseError {
             ErrorKind::Auth(error) => format!("no bearer token for Dataverse: {error}"),
             ErrorKind::Protocol(message) => format!("unexpected answer from Dataverse: {message}"),
             ErrorKind::InvalidInput(message) => format!("refused to send: {message}"),
+            ErrorKind::BatchMismatch(message) => {
+                format!(
+                    "the $batch answer does not match its requests ({message}); nothing of it is trusted"
+                )
+            }
             ErrorKind::NoAnswer => {
                 "the $batch answer had no part for this request, so it was not applied".to_owned()
             }
@@ -366,7 +410,45 @@ mod tests {
             assert!(!http(status, None, "", false).is_retryable(), "{status}");
         }
         assert!(http(412, Some(CODE_DUPLICATE_KEY), "", true).is_retryable());
-        assert!(!http(412, None, "", false).is_retryable());
+    }
+
+    #[test]
+    fn an_update_whose_row_changed_since_it_was_read_is_retryable_not_transient() {
+        let changed = http(412, None, "", false);
+        assert!(changed.is_retryable());
+        assert!(
+            !changed.is_transient(),
+            "re-sending the same etag cannot help"
+        );
+    }
+
+    #[test]
+    fn configuration_403s_are_retryable_with_backoff_but_not_resent_at_once() {
+        for code in [CODE_NOT_APP_USER, CODE_MISSING_PRIVILEGE] {
+            let error = http(403, Some(code), "", false);
+            assert!(error.is_retryable(), "{code}");
+            assert!(!error.is_transient(), "{code}");
+        }
+    }
+
+    #[test]
+    fn only_refused_content_is_permanent_what_an_operator_fixes_is_not() {
+        let part = |status: u16, code: Option<&str>| {
+            http(status, code, "", false).with_operation("$batch part 1 (create consent)")
+        };
+        assert!(part(400, None).is_permanent());
+        assert!(!part(403, Some(CODE_NOT_APP_USER)).is_permanent());
+        assert!(!part(403, Some(CODE_MISSING_PRIVILEGE)).is_permanent());
+        assert!(!part(401, None).is_permanent());
+        assert!(!part(503, None).is_permanent());
+        assert!(
+            http(400, None, "", false).is_permanent(),
+            "a query an odd id broke: the service then finds that id"
+        );
+        assert!(
+            !part(404, None).is_permanent(),
+            "a purpose deleted since start"
+        );
     }
 
     #[test]
@@ -405,7 +487,8 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("Application User"), "{text}");
         assert!(text.contains("security role"), "{text}");
-        assert!(!e.is_retryable());
+        // Fixed in Dynamics without a redeploy: back to the queue, not resent at once.
+        assert!(e.is_retryable() && !e.is_transient());
         assert_eq!(e.status(), Some(403));
         assert_eq!(e.code(), Some(CODE_NOT_APP_USER));
     }
@@ -423,7 +506,7 @@ mod tests {
                 .contains("prvCreatemsdynmkt_contactpointconsent4"),
             "{e}"
         );
-        assert!(!e.is_retryable());
+        assert!(e.is_retryable() && !e.is_transient());
     }
 
     #[test]

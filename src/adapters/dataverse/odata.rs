@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn reference_example_for_o_brien() {
-        // reference §8.2, with the quotes in their %27 wire form
+        // Microsoft's documented query, with the quotes in their %27 wire form
         let filter = eq_term("emailaddress1", "jane.o'brien@example.com");
         assert_eq!(
             encode_query_value(&filter),

@@ -1,8 +1,8 @@
 //! How long to wait before the next attempt, and whether there is time for it.
 //!
-//! Pure arithmetic, so the rules other Dataverse clients got wrong (see
-//! `peers-and-limits.md` §2: Retry-After read in the wrong unit, waits that
-//! ignore cancellation or the deadline, endless loops) are pinned by tests.
+//! Pure arithmetic, so the mistakes other Dataverse clients made (Retry-After
+//! read in the wrong unit, waits that ignore cancellation or the deadline,
+//! endless loops) are pinned by tests.
 
 use std::time::{Duration, SystemTime};
 

@@ -1,4 +1,4 @@
-//! One Dataverse request, with the retry rules of DESIGN §4.
+//! One Dataverse request, with the retry rules of the README ("Write rules").
 //!
 //! Every request, a whole `$batch` included, goes through [`Inner::send`]:
 //! 429 waits `Retry-After`; 502/503/504, timeouts and connection failures back
@@ -91,7 +91,7 @@ impl Inner {
                 last = Some(error);
                 continue;
             }
-            if !error.is_retryable() || attempt >= max_attempts {
+            if !error.is_transient() || attempt >= max_attempts {
                 return Err(error);
             }
             let wait = self
@@ -149,6 +149,7 @@ impl Inner {
                 .header(CONTENT_TYPE, content_type)
                 .body(body.to_vec());
         }
+        crate::telemetry::metrics::dataverse_request();
         let exchange = async {
             let response = builder.send().await?;
             let status = response.status();
@@ -185,6 +186,9 @@ pub(super) fn http_error(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| parse_retry_after(value, SystemTime::now()));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        crate::telemetry::metrics::dataverse_throttled(retry_after);
+    }
     DataverseError::http(
         operation,
         status.as_u16(),

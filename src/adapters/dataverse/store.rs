@@ -1,14 +1,18 @@
 //! [`ConsentStore`] over the Dataverse Web API client.
 
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::adapters::dataverse::{DataverseClient, DataverseError, ErrorKind};
-use crate::domain::cpc::{ConsentRow, Contact, WriteOp};
+use crate::domain::cpc::{ConsentRow, Contact, Purpose, Topic, WriteOp};
 use crate::service::{ConsentStore, StoreError};
 
 impl StoreError for DataverseError {
+    /// A later delivery may succeed unless Dataverse refused the write's
+    /// content: outages retry, and so does what an operator fixes (the app
+    /// user's roles, a missing column), backing off in the queue meanwhile.
     fn is_retryable(&self) -> bool {
-        DataverseError::is_retryable(self)
+        !DataverseError::is_permanent(self)
     }
 
     fn is_already_exists(&self) -> bool {
@@ -25,6 +29,17 @@ impl StoreError for DataverseError {
 
 impl ConsentStore for DataverseClient {
     type Error = DataverseError;
+
+    async fn own_user(&self, deadline: Instant) -> Result<Uuid, DataverseError> {
+        self.who_am_i(deadline).await
+    }
+
+    async fn purposes_and_topics(
+        &self,
+        deadline: Instant,
+    ) -> Result<(Vec<Purpose>, Vec<Topic>), DataverseError> {
+        tokio::try_join!(self.purposes(deadline), self.topics(deadline))
+    }
 
     async fn find_contacts(
         &self,

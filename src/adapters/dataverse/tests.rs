@@ -14,7 +14,8 @@ use uuid::Uuid;
 use super::*;
 use crate::adapters::entra::{AuthError, BoxFuture, TokenSource};
 use crate::adapters::http::http_client;
-use crate::domain::cpc::{ConsentUpdate, NewConsent};
+use crate::domain::cpc::{ConsentType, ConsentUpdate, NewConsent, WriteOp};
+use crate::domain::decision::ConsentValue;
 use crate::redact::SecretString;
 
 /// Hands out `token-<n>`, where n counts forced refreshes.
@@ -250,7 +251,7 @@ async fn get_sends_odata_headers_and_hand_encoded_filter() {
 
 fn consent_row_json(id: u128, state: i32) -> String {
     format!(
-        r#"{{"msdynmkt_contactpointconsent4id":"{}","msdynmkt_contactpointvalue":"a@x.com","msdynmkt_contactpointtype":534120000,"msdynmkt_contactpointconsenttype":534120000,"msdynmkt_value":534120001,"_msdynmkt_purposeid_value":"10000000-0000-0000-0000-000000000003","_msdynmkt_topicid_value":null,"msdynmkt_reason":null,"statecode":{state},"modifiedon":"2024-05-14T09:12:33Z"}}"#,
+        r#"{{"@odata.etag":"W/\"1\"","msdynmkt_contactpointconsent4id":"{}","msdynmkt_contactpointvalue":"a@x.com","msdynmkt_contactpointtype":534120000,"msdynmkt_contactpointconsenttype":534120000,"msdynmkt_value":534120001,"_msdynmkt_purposeid_value":"10000000-0000-0000-0000-000000000003","_msdynmkt_topicid_value":null,"msdynmkt_reason":null,"statecode":{state},"modifiedon":"2024-05-14T09:12:33Z"}}"#,
         Uuid::from_u128(id)
     )
 }
@@ -494,7 +495,7 @@ async fn unauthorized_twice_is_permanent() {
 }
 
 #[tokio::test]
-async fn forbidden_is_not_retried() {
+async fn forbidden_is_not_resent_within_the_invocation() {
     let server = serve(vec![with_header(
         canned(403, r#"{"error":{"code":"0x80072560","message":"The user is not a member of the organization."}}"#),
         "x-ms-service-request-id",
@@ -508,7 +509,7 @@ async fn forbidden_is_not_retried() {
     assert_eq!(server.seen().len(), 1);
     assert_eq!(error.code(), Some("0x80072560"));
     assert_eq!(error.request_id(), Some("req-1"));
-    assert!(!error.is_retryable());
+    assert!(!error.is_transient());
     assert!(error.to_string().contains("Application User"), "{error}");
 }
 
@@ -612,8 +613,8 @@ fn new_consent(id: u128) -> WriteOp {
     WriteOp::CreateConsent(NewConsent {
         id: Uuid::from_u128(id),
         contact_point: "a+b@x.com".into(),
-        consent_type: 534_120_000,
-        value: 534_120_001,
+        consent_type: ConsentType::Purpose,
+        value: ConsentValue::OptedIn,
         purpose_id: Uuid::from_u128(3),
         topic_id: None,
         source: 534_120_000,
@@ -658,7 +659,8 @@ async fn batch_maps_parts_and_resends_throttled_ones_once() {
         new_consent(2),
         WriteOp::UpdateConsent(ConsentUpdate {
             id: Uuid::from_u128(9),
-            value: 534_120_002,
+            etag: "W/\"9\"".into(),
+            value: ConsentValue::OptedOut,
             source: 534_120_000,
             reason: "m".into(),
         }),
@@ -698,7 +700,8 @@ async fn batch_maps_parts_and_resends_throttled_ones_once() {
     assert_eq!(first.body.matches(&format!("--{boundary}\r\n")).count(), 4);
     assert!(first.body.ends_with(&format!("--{boundary}--\r\n")));
     assert_eq!(first.body.matches("If-None-Match: *").count(), 3);
-    assert_eq!(first.body.matches("If-Match: *").count(), 1);
+    assert_eq!(first.body.matches("If-Match: W/\"9\"").count(), 1);
+    assert_eq!(first.body.matches("Content-ID: ").count(), 4);
     // The re-send carries only the throttled update.
     let second = &seen[1];
     assert_eq!(second.body.matches("PATCH ").count(), 1);
@@ -710,7 +713,7 @@ async fn batch_maps_parts_and_resends_throttled_ones_once() {
 }
 
 #[tokio::test]
-async fn batch_failure_as_a_whole_is_the_outer_error_and_missing_parts_are_retryable() {
+async fn batch_failure_as_a_whole_is_the_outer_error_and_a_short_answer_fails_it_retryably() {
     let server = serve(vec![canned(
         400,
         r#"{"error":{"code":"0x80048d19","message":"Stream was not readable."}}"#,
@@ -723,15 +726,17 @@ async fn batch_failure_as_a_whole_is_the_outer_error_and_missing_parts_are_retry
     assert_eq!(error.status(), Some(400));
     assert_eq!(error.operation(), "$batch");
 
+    // One answer part for two requests: neither can be trusted.
     let server = serve(vec![batch_answer(&[(204, "", "")])]).await;
-    let results = client(&server, Arc::default())
+    let error = client(&server, Arc::default())
         .execute_writes(&[new_consent(1), new_consent(2)], in_secs(10))
         .await
-        .unwrap();
-    assert!(results[0].is_ok());
-    let missing = results[1].as_ref().unwrap_err();
-    assert!(matches!(missing.kind(), ErrorKind::NoAnswer));
-    assert!(missing.is_retryable());
+        .unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::BatchMismatch(_)),
+        "{error}"
+    );
+    assert!(error.is_retryable());
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! JSON shapes on the wire ↔ the plain records of [`crate::domain::cpc`].
 //!
-//! Column names live here and nowhere else in the client. Reading is lenient
+//! Entity-set, column and navigation-property names live here and nowhere
+//! else. Reading is lenient
 //! where Dataverse may legitimately send `null` (rows written by others) and
 //! strict where a missing value means the answer is not what was asked for.
 
@@ -10,12 +11,28 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::domain::cpc::{
-    CHANNEL_EMAIL, CONSENT_ID, ConsentRow, ConsentUpdate, Contact, LOGICAL_REASON_NONE, NewConsent,
-    NewContact, PURPOSE_NAV, PURPOSE_SET, Purpose, TOPIC_NAV, TOPIC_SET, Topic,
+    CHANNEL_EMAIL, ConsentRow, ConsentType, ConsentUpdate, Contact, LOGICAL_REASON_NONE,
+    NewConsent, NewContact, Purpose, Topic,
 };
+use crate::domain::decision::ConsentValue;
+
+/// Entity set of the Contact Point Consent table.
+pub const CONSENT_SET: &str = "msdynmkt_contactpointconsent4s";
+/// Primary key column of the Contact Point Consent table.
+pub const CONSENT_ID: &str = "msdynmkt_contactpointconsent4id";
+/// Entity set of purposes.
+pub const PURPOSE_SET: &str = "msdynmkt_purposes";
+/// Entity set of topics.
+pub const TOPIC_SET: &str = "msdynmkt_topics";
+/// Entity set of contacts.
+pub const CONTACT_SET: &str = "contacts";
+/// Navigation property for the purpose lookup (case-sensitive, capital `I`).
+pub const PURPOSE_NAV: &str = "msdynmkt_purposeId";
+/// Navigation property for the topic lookup (case-sensitive, capital `I`).
+pub const TOPIC_NAV: &str = "msdynmkt_topicId";
 
 /// Columns read from consent rows (no `statecode` filter: inactive rows are enforced too).
-pub const CONSENT_SELECT: [&str; 10] = [
+pub const CONSENT_SELECT: [&str; 11] = [
     CONSENT_ID,
     "msdynmkt_contactpointvalue",
     "msdynmkt_contactpointtype",
@@ -26,6 +43,7 @@ pub const CONSENT_SELECT: [&str; 10] = [
     "msdynmkt_reason",
     "statecode",
     "modifiedon",
+    "_modifiedby_value",
 ];
 /// Column holding the contact point value (filtered on).
 pub const CONSENT_VALUE_COLUMN: &str = "msdynmkt_contactpointvalue";
@@ -81,6 +99,8 @@ pub fn parse_error_body(body: &[u8]) -> (Option<String>, String) {
 
 #[derive(Deserialize)]
 struct ConsentRowWire {
+    #[serde(rename = "@odata.etag")]
+    etag: String,
     msdynmkt_contactpointconsent4id: Uuid,
     #[serde(default)]
     msdynmkt_contactpointvalue: Option<String>,
@@ -99,6 +119,8 @@ struct ConsentRowWire {
     #[serde(default)]
     statecode: Option<i32>,
     modifiedon: DateTime<Utc>,
+    #[serde(default)]
+    _modifiedby_value: Option<Uuid>,
 }
 
 /// A consent row from its JSON.
@@ -109,14 +131,44 @@ pub fn consent_row(row: Value) -> Result<ConsentRow, String> {
         contact_point: wire.msdynmkt_contactpointvalue.unwrap_or_default(),
         // Only Email rows are asked for, so a missing channel can only be Email.
         channel: wire.msdynmkt_contactpointtype.unwrap_or(CHANNEL_EMAIL),
-        consent_type: wire.msdynmkt_contactpointconsenttype,
+        consent_type: wire
+            .msdynmkt_contactpointconsenttype
+            .and_then(ConsentType::from_option_value),
         purpose_id: wire._msdynmkt_purposeid_value,
         topic_id: wire._msdynmkt_topicid_value,
-        value: wire.msdynmkt_value,
+        value: wire
+            .msdynmkt_value
+            .and_then(ConsentValue::from_option_value),
         reason: wire.msdynmkt_reason,
         state: wire.statecode.unwrap_or(0),
         modified_on: wire.modifiedon,
+        modified_by: wire._modifiedby_value,
+        etag: checked_etag(&wire.etag)?,
     })
+}
+
+/// The `UserId` of a `WhoAmI` answer.
+pub fn who_am_i(body: &[u8]) -> Result<Uuid, String> {
+    #[derive(Deserialize)]
+    struct WhoAmI {
+        #[serde(rename = "UserId")]
+        user_id: Uuid,
+    }
+    serde_json::from_slice::<WhoAmI>(body)
+        .map(|answer| answer.user_id)
+        .map_err(|e| format!("the WhoAmI answer has no UserId GUID: {e}"))
+}
+
+/// An ETag fit to travel in an `If-Match` header: printable ASCII only, so a
+/// hostile or broken answer cannot inject headers into a `$batch` part.
+pub fn checked_etag(etag: &str) -> Result<String, String> {
+    if !etag.is_empty() && etag.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        Ok(etag.to_string())
+    } else {
+        Err(format!(
+            "the row's @odata.etag {etag:?} is not a valid ETag"
+        ))
+    }
 }
 
 #[derive(Deserialize)]
@@ -185,9 +237,9 @@ pub fn create_consent_body(row: &NewConsent) -> Value {
     body.insert("msdynmkt_contactpointtype".into(), json!(CHANNEL_EMAIL));
     body.insert(
         "msdynmkt_contactpointconsenttype".into(),
-        json!(row.consent_type),
+        json!(row.consent_type.option_value()),
     );
-    body.insert("msdynmkt_value".into(), json!(row.value));
+    body.insert("msdynmkt_value".into(), json!(row.value.option_value()));
     body.insert("msdynmkt_source".into(), json!(row.source));
     body.insert("msdynmkt_logicalreason".into(), json!(LOGICAL_REASON_NONE));
     body.insert("msdynmkt_reason".into(), json!(row.reason));
@@ -208,7 +260,7 @@ pub fn create_consent_body(row: &NewConsent) -> Value {
 /// plug-ins and audit see exactly what changed.
 pub fn update_consent_body(update: &ConsentUpdate) -> Value {
     json!({
-        "msdynmkt_value": update.value,
+        "msdynmkt_value": update.value.option_value(),
         "msdynmkt_source": update.source,
         "msdynmkt_logicalreason": LOGICAL_REASON_NONE,
         "msdynmkt_reason": update.reason,
@@ -231,11 +283,11 @@ pub fn create_contact_body(contact: &NewContact) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::cpc::{CONSENT_OPTED_IN, CONSENT_TYPE_TOPIC, SOURCE_INTERNAL};
+    use crate::domain::cpc::SOURCE_INTERNAL;
 
     #[test]
     fn consent_row_from_reference_sample() {
-        // reference §8.4
+        // the row shape Microsoft documents for a consent query
         let row = json!({
             "@odata.etag": "W/\"4648337\"",
             "msdynmkt_contactpointconsent4id": "e73ffc82-e292-ed11-aad1-000d3a9933c9",
@@ -253,7 +305,7 @@ mod tests {
         });
         let row = consent_row(row).unwrap();
         assert_eq!(row.contact_point, "jane.doe@example.com");
-        assert_eq!(row.value, Some(CONSENT_OPTED_IN));
+        assert_eq!(row.value, Some(ConsentValue::OptedIn));
         assert_eq!(row.topic_id, None);
         assert_eq!(row.state, 1);
         assert_eq!(row.modified_on.to_rfc3339(), "2024-05-14T09:12:33+00:00");
@@ -283,8 +335,8 @@ mod tests {
         let body = create_consent_body(&NewConsent {
             id: Uuid::nil(),
             contact_point: "a+b@x.com".into(),
-            consent_type: CONSENT_TYPE_TOPIC,
-            value: CONSENT_OPTED_IN,
+            consent_type: ConsentType::Topic,
+            value: ConsentValue::OptedIn,
             purpose_id: Uuid::from_u128(3),
             topic_id: Some(Uuid::from_u128(4)),
             source: SOURCE_INTERNAL,
@@ -333,5 +385,20 @@ mod tests {
         assert_eq!(message, "Number of requests");
         assert_eq!(parse_error_body(b""), (None, String::new()));
         assert_eq!(parse_error_body(b"<html>"), (None, String::new()));
+    }
+
+    #[test]
+    fn etags_that_could_inject_headers_are_refused() {
+        assert_eq!(checked_etag("W/\"4648337\"").unwrap(), "W/\"4648337\"");
+        for bad in ["", "W/\"1\"\r\nIf-Match: *", "W/\"\u{7f}\""] {
+            assert!(checked_etag(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_consent_row_without_an_etag_is_refused() {
+        let row = json!({"msdynmkt_contactpointconsent4id": "e73ffc82-e292-ed11-aad1-000d3a9933c9",
+                         "modifiedon": "2025-01-01T00:00:00Z"});
+        assert!(consent_row(row).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! ([`TokenSource`]) and its errors. The Microsoft Entra implementation lives
 //! in [`provider`].
 
+mod answer;
 pub mod provider;
 
 use std::future::Future;

@@ -2,7 +2,7 @@
 //!
 //! [`EntraTokenProvider`] asks the token endpoint
 //! `POST {authority}/{tenant_id}/oauth2/v2.0/token` for an app-only token with
-//! `scope = <instance>/.default` (reference `dataverse-consent.md` §5, §8.1),
+//! `scope = <instance>/.default` (Microsoft's client-credentials flow for Dataverse),
 //! caches it until shortly before it expires and lets concurrent callers share
 //! one refresh. Errors are classified by the OAuth `error` field and the
 //! `AADSTS` numbers in `error_codes`, never by the description text, as
@@ -13,11 +13,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
-use serde::Deserialize;
-use serde_json::Value;
+use reqwest::Url;
 use tokio::time::Instant;
 
+use super::answer::{IssuedToken, classify_error, parse_token};
 use super::{AuthError, BoxFuture, CredentialSource, TokenSource};
 use crate::config::Credentials;
 use crate::redact::SecretString;
@@ -30,16 +29,6 @@ pub const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// lifetime, for lifetimes shorter than twice this margin), so a token handed
 /// out is still valid for the Dataverse requests that follow.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-/// Entra error numbers (`error_codes`) this provider reacts to.
-const CODE_INVALID_SECRET: u64 = 7_000_215;
-const CODE_EXPIRED_SECRET: u64 = 7_000_222;
-const CODE_UNKNOWN_TENANT: u64 = 90_002;
-const CODE_UNKNOWN_CLIENT: u64 = 700_016;
-const CODE_WRONG_RESOURCE: u64 = 500_011;
-
-/// Longest description kept in [`AuthError::Rejected`].
-const MAX_DESCRIPTION_CHARS: usize = 300;
 
 /// Hands out Dataverse bearer tokens obtained with the client-credentials grant.
 ///
@@ -65,13 +54,10 @@ pub struct EntraTokenProvider {
 struct CachedToken {
     token: SecretString,
     refresh_at: Instant,
+    /// When Entra says the token stops working. Between `refresh_at` and
+    /// this, a failed refresh still leaves a usable token.
+    expires_at: Instant,
     generation: u64,
-}
-
-/// A token as obtained from Entra.
-struct IssuedToken {
-    token: SecretString,
-    lifetime: Duration,
 }
 
 impl EntraTokenProvider {
@@ -112,25 +98,57 @@ impl EntraTokenProvider {
         {
             // Someone else may have refreshed while this caller waited: use
             // their token, unless it is the very token the caller wants replaced.
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(cached) = cache.as_ref() {
                 let newer = Some(cached.generation) != seen_generation;
                 if Instant::now() < cached.refresh_at && (newer || !force_refresh) {
                     return Ok(cached.token.clone());
                 }
             }
-            *cache = None;
         }
         let requested_at = Instant::now();
-        let issued = self.obtain().await?;
+        let issued = match self.obtain().await {
+            Ok(issued) => issued,
+            Err(error) => return self.still_valid_after(error, force_refresh),
+        };
         *generation += 1;
         let token = issued.token.clone();
         *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(CachedToken {
             token: issued.token,
             refresh_at: requested_at + refresh_after(issued.lifetime),
+            expires_at: requested_at + issued.lifetime,
             generation: *generation,
         });
         Ok(token)
+    }
+
+    /// After a failed refresh: the cached token while it has not expired
+    /// (Entra being down for minutes must not stop writes that the token still
+    /// allows), else the error. A forced refresh means Dataverse already
+    /// refused the cached token, so it is not offered again.
+    fn still_valid_after(
+        &self,
+        error: AuthError,
+        force_refresh: bool,
+    ) -> Result<SecretString, AuthError> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if force_refresh {
+            *cache = None;
+            return Err(error);
+        }
+        match cache.as_ref() {
+            Some(cached) if Instant::now() < cached.expires_at => {
+                tracing::warn!(
+                    error = %error,
+                    "refreshing the Entra token failed; the current token is used until it expires"
+                );
+                Ok(cached.token.clone())
+            }
+            _ => {
+                *cache = None;
+                Err(error)
+            }
+        }
     }
 
     /// One token, re-reading the credentials once if Entra rejects the secret.
@@ -279,143 +297,6 @@ pub fn refresh_after(lifetime: Duration) -> Duration {
     } else {
         lifetime / 2
     }
-}
-
-/// The success body: `{"token_type":"Bearer","expires_in":3599,"access_token":"…"}`.
-/// Deliberately not `Debug`: it holds the token.
-#[derive(Deserialize)]
-struct TokenBody {
-    #[serde(default)]
-    access_token: Option<String>,
-    #[serde(default)]
-    token_type: Option<String>,
-    #[serde(default)]
-    expires_in: Option<Value>,
-}
-
-fn parse_token(status: StatusCode, body: &[u8]) -> Result<IssuedToken, AuthError> {
-    let invalid = |description: &str| AuthError::Rejected {
-        status: status.as_u16(),
-        error: "invalid_token_response".to_string(),
-        description: description.to_string(),
-    };
-    let parsed: TokenBody = serde_json::from_slice(body)
-        .map_err(|_| invalid("the token endpoint's answer is not a JSON token response"))?;
-    let token = parsed
-        .access_token
-        .filter(|token| !token.trim().is_empty())
-        .ok_or_else(|| invalid("the answer has no access_token"))?;
-    if let Some(kind) = &parsed.token_type
-        && !kind.eq_ignore_ascii_case("bearer")
-    {
-        return Err(invalid("the answer's token_type is not Bearer"));
-    }
-    let lifetime = match &parsed.expires_in {
-        Some(Value::Number(number)) => number
-            .as_u64()
-            .or_else(|| number.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Some(Value::String(text)) => text.trim().parse::<u64>().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| invalid("the answer has no numeric expires_in"))?;
-    Ok(IssuedToken {
-        token: SecretString::new(token),
-        lifetime: Duration::from_secs(lifetime),
-    })
-}
-
-/// The error body: `{"error":"invalid_client","error_description":"AADSTS7000215: …","error_codes":[7000215],…}`.
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    error_description: Option<String>,
-    #[serde(default)]
-    error_codes: Option<Vec<u64>>,
-}
-
-fn classify_error(
-    status: StatusCode,
-    body: &[u8],
-    credentials: &Credentials,
-    host: &str,
-) -> AuthError {
-    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let error = parsed.error.unwrap_or_default();
-    let codes = parsed.error_codes.unwrap_or_default();
-    let has = |code: u64| codes.contains(&code);
-    if status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error()
-    {
-        let mut detail = format!("HTTP {} from {host}", status.as_u16());
-        if !error.is_empty() {
-            detail.push_str(&format!(", {error}"));
-        }
-        if let Some(code) = codes.first() {
-            detail.push_str(&format!(" AADSTS{code}"));
-        }
-        return AuthError::Unavailable(detail);
-    }
-    if has(CODE_INVALID_SECRET) || has(CODE_EXPIRED_SECRET) || error == "invalid_client" {
-        let code = codes
-            .iter()
-            .find(|code| [CODE_INVALID_SECRET, CODE_EXPIRED_SECRET].contains(code))
-            .or(codes.first())
-            .map(|code| format!("AADSTS{code}"))
-            .unwrap_or_else(|| "invalid_client".to_string());
-        return AuthError::InvalidClient {
-            code,
-            client_id: credentials.client_id.clone(),
-        };
-    }
-    if has(CODE_UNKNOWN_TENANT) {
-        return AuthError::UnknownTenant {
-            tenant_id: credentials.tenant_id.clone(),
-        };
-    }
-    if has(CODE_UNKNOWN_CLIENT) {
-        return AuthError::UnknownClient {
-            client_id: credentials.client_id.clone(),
-        };
-    }
-    if has(CODE_WRONG_RESOURCE) {
-        return AuthError::WrongResource {
-            scope: credentials.scope(),
-        };
-    }
-    let description = parsed
-        .error_description
-        .as_deref()
-        .map(|text| first_line(text, credentials.client_secret.expose()))
-        .unwrap_or_else(|| {
-            if status.is_redirection() {
-                "the token endpoint answered with a redirect, which is not followed".to_string()
-            } else {
-                "no OAuth error description".to_string()
-            }
-        });
-    AuthError::Rejected {
-        status: status.as_u16(),
-        error: if error.is_empty() {
-            "(none)".to_string()
-        } else {
-            error
-        },
-        description,
-    }
-}
-
-/// The first line of an `error_description` (the rest carries trace and
-/// correlation ids), shortened, with the secret masked should Entra ever echo it.
-fn first_line(description: &str, secret: &str) -> String {
-    let line = description.lines().next().unwrap_or_default().trim();
-    let mut line: String = line.chars().take(MAX_DESCRIPTION_CHARS).collect();
-    if !secret.trim().is_empty() && line.contains(secret) {
-        line = line.replace(secret, "***");
-    }
-    line
 }
 
 #[cfg(test)]
@@ -666,6 +547,51 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(provider.bearer(false).await.unwrap().expose(), "token-1");
         assert_eq!(server.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_whose_refresh_fails_is_still_used_until_it_expires() {
+        // A 2 s token: refreshed after 1 s, expired after 2 s. The refresh fails.
+        let server = TokenServer::start(
+            Duration::ZERO,
+            Arc::new(|index, _| {
+                if index == 0 {
+                    ok_token("token-0", "2")
+                } else {
+                    (503, "{}".to_string())
+                }
+            }),
+        )
+        .await;
+        let provider = provider(&server, static_source());
+        assert_eq!(provider.bearer(false).await.unwrap().expose(), "token-0");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            provider.bearer(false).await.unwrap().expose(),
+            "token-0",
+            "inside its lifetime the old token still works"
+        );
+        assert_eq!(server.count(), 2, "a refresh was tried");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(provider.bearer(false).await.is_err(), "expired: no token");
+    }
+
+    #[tokio::test]
+    async fn a_forced_refresh_that_fails_does_not_offer_the_refused_token_again() {
+        let server = TokenServer::start(
+            Duration::ZERO,
+            Arc::new(|index, _| {
+                if index == 0 {
+                    ok_token("token-0", "3599")
+                } else {
+                    (503, "{}".to_string())
+                }
+            }),
+        )
+        .await;
+        let provider = provider(&server, static_source());
+        assert_eq!(provider.bearer(false).await.unwrap().expose(), "token-0");
+        assert!(provider.bearer(true).await.is_err());
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! Didomi webhooks: the envelope, the consent event and user entities inside it,
-//! and parsing of raw bodies into a typed [`Webhook`] (reference
-//! `didomi-webhooks.md` §2–§3).
+//! and parsing of raw bodies into a typed [`Webhook`] (the shapes the README
+//! lists under "Mapping rules").
 
 mod consents;
 mod entities;

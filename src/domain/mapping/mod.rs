@@ -1,14 +1,15 @@
-//! From a Didomi webhook to a consent plan (DESIGN §3): filters, selectors and
+//! From a Didomi webhook to a consent plan (README, "Mapping rules"): filters, selectors and
 //! per-target aggregation. Pure code: no I/O, no clock.
 
+pub mod sanity;
 mod selector;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+pub use crate::domain::decision::SkipReason;
 use crate::domain::decision::{ConsentPlan, ConsentValue, Decision, Outcome, Target};
 use crate::domain::didomi::{
     ConsentEvent, Consents, DidomiUser, EventStatus, Webhook, WebhookError, WebhookKind,
@@ -43,70 +44,6 @@ pub struct MappingRules {
     pub value_owners: ValueOwners,
 }
 
-/// Why a webhook leads to no write. Each is acknowledged and logged, never
-/// retried: the same webhook would be skipped again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    /// The type is not listed in `properties.webhook_types`.
-    TypeNotEnabled(WebhookKind),
-    /// `event.deleted` / `user.deleted`.
-    Deleted(WebhookKind),
-    /// A type Didomi may add in the future.
-    UnknownType(String),
-    /// Anonymous traffic (cookie banner): no contact to match.
-    NoOrganizationUserId,
-    /// The event waits for approval.
-    PendingApproval,
-    /// A status other than `confirmed`/`pending_approval`.
-    StatusNotConfirmed(String),
-    /// The regulation is outside `properties.regulations`.
-    RegulationNotAllowed {
-        /// The event's regulation.
-        regulation: String,
-        /// The allow-list.
-        allowed: Vec<String>,
-    },
-    /// No mapping selects anything the event decides.
-    NothingMapped,
-    /// `user.updated`: no mapped decision differs between old and new state.
-    NothingChanged,
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SkipReason::TypeNotEnabled(kind) => {
-                write!(f, "webhook type {kind} is not enabled in properties.webhook_types")
-            }
-            SkipReason::Deleted(kind) => write!(
-                f,
-                "{kind} is acknowledged without writes: consent rows are an audit trail and are never deleted"
-            ),
-            SkipReason::UnknownType(name) => {
-                write!(f, "unknown webhook type {name:?} is acknowledged without writes")
-            }
-            SkipReason::NoOrganizationUserId => f.write_str(
-                "no organization_user_id: anonymous consent (e.g. cookie banner) cannot be matched to a contact",
-            ),
-            SkipReason::PendingApproval => f.write_str(
-                "status pending_approval: written once an event.updated confirms it",
-            ),
-            SkipReason::StatusNotConfirmed(status) => {
-                write!(f, "status {status:?} is not confirmed")
-            }
-            SkipReason::RegulationNotAllowed { regulation, allowed } => write!(
-                f,
-                "regulation {regulation} is not in properties.regulations [{}]",
-                allowed.join(", ")
-            ),
-            SkipReason::NothingMapped => f.write_str("nothing in the event matches a mapping"),
-            SkipReason::NothingChanged => {
-                f.write_str("no mapped consent changed between old_entity and new_entity")
-            }
-        }
-    }
-}
-
 /// A webhook that should write but cannot be ordered against other decisions.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
@@ -118,13 +55,6 @@ pub enum MappingError {
         /// The field that should have held the time.
         path: &'static str,
     },
-}
-
-impl MappingError {
-    /// Always false: the payload will not grow a timestamp on retry.
-    pub fn is_retryable(&self) -> bool {
-        false
-    }
 }
 
 /// A webhook body that cannot become a plan: malformed, or unorderable.
@@ -232,13 +162,13 @@ struct Draft {
 
 impl Draft {
     fn skip(self, reason: SkipReason) -> ConsentPlan {
-        self.into_plan(Outcome::Skip, Some(reason.to_string()), Vec::new())
+        self.into_plan(Outcome::Skip, Some(reason), Vec::new())
     }
 
     fn into_plan(
         self,
         outcome: Outcome,
-        reason: Option<String>,
+        reason: Option<SkipReason>,
         consents: Vec<Decision>,
     ) -> ConsentPlan {
         ConsentPlan {
@@ -280,9 +210,18 @@ fn user_draft(
     source_id: Option<String>,
     source_time: Option<DateTime<Utc>>,
 ) -> Draft {
-    // Without the triggering event's id, the user's version still identifies
-    // this exact state, so replays of the same webhook are recognised.
-    let fallback_id = format!("user:{}:v{}", user.id, user.version.unwrap_or_default());
+    // Without the triggering event's id, the user's version and update time
+    // still identify this exact state, so replays of the same webhook are
+    // recognised while two versionless states never share an id.
+    let fallback_id = match (user.version, user.updated_at) {
+        (Some(version), _) => format!("user:{}:v{version}", user.id),
+        (None, Some(at)) => format!(
+            "user:{}:at{}",
+            user.id,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        (None, None) => format!("user:{}:v0", user.id),
+    };
     Draft {
         event_id: Some(source_id.unwrap_or(fallback_id)),
         regulation: Some(resolve_regulation(
@@ -295,7 +234,7 @@ fn user_draft(
     }
 }
 
-/// Applies the filters in DESIGN order, then the decisions.
+/// Applies the filters in the order the README lists them, then the decisions.
 fn finish(
     draft: Draft,
     kind: &WebhookKind,

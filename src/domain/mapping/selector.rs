@@ -1,5 +1,5 @@
 //! Mapping selectors: the `value` of a Didomi mapping, naming the purpose or
-//! preference value it reads (DESIGN §3), and how each form decides.
+//! preference value it reads (README, "Mapping rules"), and how each form decides.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The DESIGN §3 rules, one behaviour per test.
+//! The mapping rules of the README, one behaviour per test.
 
 use std::collections::BTreeSet;
 
@@ -53,9 +53,9 @@ fn decision(plan: &ConsentPlan, target: &str) -> Option<ConsentValue> {
         .map(|d| d.value)
 }
 
-fn skip_reason(plan: &ConsentPlan) -> &str {
+fn skip_reason(plan: &ConsentPlan) -> String {
     assert_eq!(plan.outcome, Outcome::Skip, "{plan:?}");
-    plan.reason.as_deref().unwrap()
+    plan.reason.as_ref().unwrap().to_string()
 }
 
 // --- `<purposeId>` ---------------------------------------------------------
@@ -661,4 +661,30 @@ fn selector_with_comma_is_rejected() {
         Selector::parse("news,offers", &T1.parse().unwrap()),
         Err(SelectorError::BadSegment { .. })
     ));
+}
+
+/// A `user.updated` webhook with no `source` and states without `version`.
+fn versionless_user_updated(updated_at: &str) -> Value {
+    let state = |values: &str| {
+        let mut state = user_state(values, json!(true), 0);
+        let object = state.as_object_mut().unwrap();
+        object.remove("version");
+        object.insert("updated_at".into(), json!(updated_at));
+        state
+    };
+    json!({"type": "user.updated", "parameters": {
+        "old_entity": state("news"), "new_entity": state("news,offers")}})
+}
+
+#[test]
+fn versionless_user_updates_of_different_times_get_different_event_ids() {
+    let rules = with_user_types(rules(&[(T1, "topics/offers")]));
+    let first = plan(versionless_user_updated("2025-04-02T16:05:44.120Z"), &rules);
+    let later = plan(versionless_user_updated("2025-04-03T08:00:00.000Z"), &rules);
+    assert_ne!(
+        first.event_id, later.event_id,
+        "they are two choices, not a replay"
+    );
+    let again = plan(versionless_user_updated("2025-04-02T16:05:44.120Z"), &rules);
+    assert_eq!(first.event_id, again.event_id, "the same state is a replay");
 }

@@ -1,12 +1,15 @@
 //! Which addresses a plan's consent belongs to: the contacts matching
 //! `organization_user_id`, their contact point values, and the contact to
-//! create when none matches and `upsert_mode` is on (DESIGN §4).
+//! create when none matches and `upsert_mode` is on (README, "Write rules").
 
 use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use crate::domain::cpc::{CONTACT_POINT_MAX_LEN, Contact, NewContact};
+use crate::domain::cpc::{
+    CONTACT_POINT_MAX_LEN, Contact, ContactPointKey, NewContact, is_email_address,
+};
+use crate::domain::decision::SkipReason;
 
 /// How contacts are matched and created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +20,9 @@ pub struct ContactSettings {
     pub point_field: String,
     /// Create a contact when none matches.
     pub upsert_mode: bool,
+    /// Without upsert mode, still write opt-outs for an email address that
+    /// no contact has (`properties.write_opt_outs_without_contact`).
+    pub opt_outs_without_contact: bool,
 }
 
 /// The addresses one user's decisions are written for, or why there are none.
@@ -29,9 +35,11 @@ pub enum ContactPoints {
         addresses: Vec<String>,
         /// A contact to create in the same batch (upsert mode).
         create: Option<NewContact>,
+        /// No contact has the address: write its opt-outs only.
+        opt_outs_only: bool,
     },
     /// Nothing to write for this user; the reason is logged and the message acknowledged.
-    Skip(String),
+    Skip(SkipReason),
 }
 
 /// Namespace for the ids of contacts this product creates, so two
@@ -47,7 +55,7 @@ pub fn contact_points(
     settings: &ContactSettings,
 ) -> ContactPoints {
     let wanted = organization_user_id.trim();
-    let wanted_lower = wanted.to_lowercase();
+    let wanted_key = ContactPointKey::of(wanted);
     // Dataverse compares strings case-insensitively, so the query may return
     // contacts whose value differs in case only; they match too.
     let matching: Vec<&Contact> = contacts
@@ -56,7 +64,7 @@ pub fn contact_points(
             contact
                 .match_value
                 .as_deref()
-                .is_some_and(|value| value.trim().to_lowercase() == wanted_lower)
+                .is_some_and(|value| ContactPointKey::of(value) == wanted_key)
         })
         .collect();
     if matching.is_empty() {
@@ -67,50 +75,56 @@ pub fn contact_points(
         .iter()
         .filter_map(|contact| contact.contact_point.as_deref().map(str::trim))
         .filter(|address| !address.is_empty())
-        .filter(|address| seen.insert(address.to_lowercase()))
+        .filter(|address| seen.insert(ContactPointKey::of(address)))
         .map(str::to_string)
         .collect();
     if addresses.is_empty() {
-        return ContactPoints::Skip(format!(
-            "the matching contact has no {}: consent belongs to an address and there is none",
-            settings.point_field
-        ));
+        return ContactPoints::Skip(SkipReason::NoContactPoint {
+            point_field: settings.point_field.clone(),
+        });
     }
     if let Some(long) = addresses
         .iter()
         .find(|address| address.chars().count() > CONTACT_POINT_MAX_LEN)
     {
-        return ContactPoints::Skip(format!(
-            "the contact's {} is {} characters, over Dataverse's {CONTACT_POINT_MAX_LEN}",
-            settings.point_field,
-            long.chars().count()
-        ));
+        return ContactPoints::Skip(SkipReason::ContactPointTooLong {
+            point_field: settings.point_field.clone(),
+            length: long.chars().count(),
+        });
     }
     ContactPoints::Found {
         addresses,
         create: None,
+        opt_outs_only: false,
     }
 }
 
 fn missing_contact(organization_user_id: &str, settings: &ContactSettings) -> ContactPoints {
     if !settings.upsert_mode {
-        return ContactPoints::Skip(format!(
-            "no contact has {} equal to organization_user_id, and upsert_mode is off",
-            settings.match_field
-        ));
+        // Consent belongs to the address: an opt-out needs no contact, and a
+        // contact another integration creates later must find it.
+        if settings.opt_outs_without_contact && is_email_address(organization_user_id) {
+            return ContactPoints::Found {
+                addresses: vec![organization_user_id.to_string()],
+                create: None,
+                opt_outs_only: true,
+            };
+        }
+        return ContactPoints::Skip(SkipReason::NoContact {
+            match_field: settings.match_field.clone(),
+        });
     }
     // The new contact's contact point is `organization_user_id` itself, so it
     // must be an address; anything else would put a CRM id in an email column.
-    if !organization_user_id.contains('@') {
-        return ContactPoints::Skip(format!(
-            "upsert_mode creates contacts only for an organization_user_id that is an email address (it becomes {})",
-            settings.point_field
-        ));
+    if !is_email_address(organization_user_id) {
+        return ContactPoints::Skip(SkipReason::UpsertNeedsEmail {
+            point_field: settings.point_field.clone(),
+        });
     }
     let key = format!(
         "contact|{}|{}",
         settings.match_field,
-        organization_user_id.to_lowercase()
+        ContactPointKey::of(organization_user_id)
     );
     ContactPoints::Found {
         addresses: vec![organization_user_id.to_string()],
@@ -121,6 +135,7 @@ fn missing_contact(organization_user_id: &str, settings: &ContactSettings) -> Co
             contact_point_field: settings.point_field.clone(),
             contact_point: organization_user_id.to_string(),
         }),
+        opt_outs_only: false,
     }
 }
 
@@ -133,7 +148,47 @@ mod tests {
             match_field: "emailaddress1".into(),
             point_field: "emailaddress1".into(),
             upsert_mode,
+            opt_outs_without_contact: false,
         }
+    }
+
+    #[test]
+    fn an_email_without_a_contact_gets_its_opt_outs_written_when_enabled() {
+        let settings = ContactSettings {
+            opt_outs_without_contact: true,
+            ..settings(false)
+        };
+        assert_eq!(
+            contact_points(" Jane@Example.com ", &[], &settings),
+            ContactPoints::Found {
+                addresses: vec!["Jane@Example.com".into()],
+                create: None,
+                opt_outs_only: true,
+            }
+        );
+    }
+
+    #[test]
+    fn an_id_that_is_not_an_email_and_matches_no_contact_is_still_skipped() {
+        let settings = ContactSettings {
+            opt_outs_without_contact: true,
+            ..settings(false)
+        };
+        assert!(matches!(
+            contact_points("crm-4711", &[], &settings),
+            ContactPoints::Skip(SkipReason::NoContact { .. })
+        ));
+    }
+
+    #[test]
+    fn a_contact_whose_address_differs_beyond_ascii_case_does_not_match() {
+        // Dataverse's collation returns it for the query; the address is another mailbox.
+        let kelvin = contact(1, "\u{212A}ate@x.com", Some("\u{212A}ate@x.com"));
+        let settings = settings(false);
+        assert!(matches!(
+            contact_points("kate@x.com", &[kelvin], &settings),
+            ContactPoints::Skip(_)
+        ));
     }
 
     fn contact(n: u128, matched: &str, point: Option<&str>) -> Contact {
@@ -155,7 +210,8 @@ mod tests {
             contact_points("jane.doe@example.com", &contacts, &settings(false)),
             ContactPoints::Found {
                 addresses: vec!["Jane.Doe@Example.com".into()],
-                create: None
+                create: None,
+                opt_outs_only: false,
             }
         );
     }
@@ -190,7 +246,10 @@ mod tests {
         else {
             panic!()
         };
-        assert!(reason.contains("upsert_mode is off"), "{reason}");
+        assert!(
+            reason.to_string().contains("upsert_mode is off"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -201,6 +260,7 @@ mod tests {
             ContactPoints::Found {
                 create: Some(a),
                 addresses,
+                ..
             },
             ContactPoints::Found {
                 create: Some(b), ..
@@ -238,7 +298,7 @@ mod tests {
         else {
             panic!()
         };
-        assert!(reason.contains("no emailaddress1"), "{reason}");
+        assert!(reason.to_string().contains("no emailaddress1"), "{reason}");
     }
 
     #[test]
@@ -247,13 +307,15 @@ mod tests {
             match_field: "externaluseridentifier".into(),
             point_field: "emailaddress2".into(),
             upsert_mode: false,
+            opt_outs_without_contact: false,
         };
         let contacts = [contact(1, "crm-42", Some("jane.private@example.com"))];
         assert_eq!(
             contact_points("crm-42", &contacts, &settings),
             ContactPoints::Found {
                 addresses: vec!["jane.private@example.com".into()],
-                create: None
+                create: None,
+                opt_outs_only: false,
             }
         );
     }

@@ -10,12 +10,12 @@ use std::time::Duration;
 use cpc_emulator::{EmulatorHandle, Seed};
 use didomi_cpc_sync::adapters::dataverse::{DataverseClient, RetryPolicy};
 use didomi_cpc_sync::adapters::entra::StaticCredentials;
-use didomi_cpc_sync::adapters::entra::provider::EntraTokenProvider;
-use didomi_cpc_sync::adapters::http::http_client;
 use didomi_cpc_sync::config::IntegrationConfig;
 use didomi_cpc_sync::domain::decision::ConsentPlan;
 use didomi_cpc_sync::domain::mapping::{RejectedWebhook, plan_value};
-use didomi_cpc_sync::domain::writes::Catalog;
+use didomi_cpc_sync::lambda::handler::Handler;
+use didomi_cpc_sync::lambda::redelivery::Redelivery;
+use didomi_cpc_sync::lambda::startup::{self, InitError};
 use didomi_cpc_sync::service::{MessageOutcome, SyncService};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -70,36 +70,37 @@ pub fn config_for(emulator: &EmulatorHandle, edit: impl FnOnce(&mut Value)) -> I
         .config
 }
 
-/// A Dataverse client for `emulator`, with tokens from its Entra endpoint.
+/// A Dataverse client for `emulator`, with tokens from its Entra endpoint,
+/// built as `bootstrap` builds it ([`startup::dataverse_client`]).
 pub fn client_for(
     emulator: &EmulatorHandle,
     config: &IntegrationConfig,
     policy: RetryPolicy,
 ) -> DataverseClient {
-    let tokens = EntraTokenProvider::new(
-        http_client(),
+    startup::dataverse_client(
+        config,
         emulator.base_url().parse().unwrap(),
         Arc::new(StaticCredentials(config.credentials.clone())),
-    );
-    DataverseClient::new(
-        http_client(),
-        config.credentials.instance.clone(),
-        Arc::new(tokens),
         policy,
     )
 }
 
-/// The purposes and topics the emulator holds (this also takes a token).
-pub async fn read_catalog(client: &DataverseClient) -> Catalog {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    Catalog::new(
-        client.purposes(deadline).await.unwrap(),
-        client.topics(deadline).await.unwrap(),
-    )
+/// The function's handler against `emulator`, wired exactly as `bootstrap`
+/// wires it ([`startup::wire`]), settling failed SQS messages through
+/// `redelivery`.
+pub async fn handler_with(
+    emulator: &EmulatorHandle,
+    edit: impl FnOnce(&mut Value),
+    policy: RetryPolicy,
+    redelivery: Arc<dyn Redelivery>,
+) -> Result<Handler<DataverseClient>, InitError> {
+    let config = Arc::new(config_for(emulator, edit));
+    let client = client_for(emulator, &config, policy);
+    startup::wire(config, client, redelivery).await
 }
 
 /// A service against `emulator` with the fixture configuration (optionally
-/// edited) and the given retry policy; reads the catalogue (and so takes a
+/// edited) and the given retry policy; reads the metadata (and so takes a
 /// token) before returning.
 pub async fn service_with(
     emulator: &EmulatorHandle,
@@ -108,8 +109,12 @@ pub async fn service_with(
 ) -> SyncService<DataverseClient> {
     let config = config_for(emulator, edit);
     let client = client_for(emulator, &config, policy);
-    let catalog = read_catalog(&client).await;
-    SyncService::new(client, Arc::new(config), Arc::new(catalog))
+    let service = SyncService::new(client, Arc::new(config));
+    service
+        .metadata(Instant::now() + Duration::from_secs(10))
+        .await
+        .expect("the emulator serves purposes, topics and WhoAmI");
+    service
 }
 
 /// [`service_with`] with the fixture configuration and the default policy.

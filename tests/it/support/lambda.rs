@@ -29,6 +29,7 @@ pub struct LocalLambda {
     function: Child,
     port: u16,
     log_path: PathBuf,
+    stdout_path: PathBuf,
     http: reqwest::Client,
     forbidden: Vec<String>,
 }
@@ -77,6 +78,8 @@ impl LocalLambda {
         wait_for_port(port, Duration::from_secs(30)).await;
         let log_path = std::env::temp_dir().join(format!("didomi-cpc-sync-e2e-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
+        let stdout_path = std::env::temp_dir().join(format!("didomi-cpc-sync-e2e-{port}.out"));
+        let stdout = std::fs::File::create(&stdout_path).expect("stdout file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
         command
             .env_clear()
@@ -90,7 +93,7 @@ impl LocalLambda {
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log);
         for (name, value) in env {
             command.env(name, value);
@@ -105,6 +108,7 @@ impl LocalLambda {
             function,
             port,
             log_path,
+            stdout_path,
             http,
             forbidden: Vec::new(),
         }
@@ -151,10 +155,59 @@ impl LocalLambda {
         None
     }
 
-    /// Everything the function has logged so far.
+    /// Everything the function has logged so far: its log lines (stderr),
+    /// then what it printed to stdout (the metric lines). Lambda sends both
+    /// to CloudWatch Logs.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let mut logs = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        logs.push_str(&self.stdout());
+        logs
     }
+
+    /// What the function printed to stdout so far (EMF metric lines).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+}
+
+/// The environment of a `bootstrap` that reads `secret_name` from the Secrets
+/// Manager at `secrets_endpoint` (moto, which also serves the SQS backoff
+/// calls) and talks to the emulator at
+/// `emulator_url` as Entra and Dataverse, logging JSON at DEBUG.
+pub fn function_env(
+    secret_name: &str,
+    secrets_endpoint: &str,
+    emulator_url: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("SECRET_ID", secret_name.to_string()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            secrets_endpoint.to_string(),
+        ),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIDTESTTESTTEST".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-access-key".into()),
+        ("AZURE_AUTHORITY_HOST", emulator_url.to_string()),
+        ("ALLOW_INSECURE_HTTP", "true".into()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+        ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
+    ]
+}
+
+/// What no function log may hold: the emulator's client secret, the AWS
+/// test key, any bearer token, and the given addresses.
+pub fn never_logged(addresses: &[&str]) -> Vec<String> {
+    [
+        super::inprocess::EMULATOR_SECRET,
+        "test-secret-access-key",
+        "bearer ey",
+        "access_token",
+    ]
+    .into_iter()
+    .chain(addresses.iter().copied())
+    .map(str::to_string)
+    .collect()
 }
 
 /// A JSON fixture from `events/`.

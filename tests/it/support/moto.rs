@@ -94,6 +94,11 @@ impl MotoServer {
     pub fn client(&self) -> aws_sdk_secretsmanager::Client {
         client_for(&self.endpoint)
     }
+
+    /// A real SQS client for this server, configured like [`MotoServer::client`].
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        sqs_client_for(&self.endpoint)
+    }
 }
 
 /// A Secrets Manager client for `endpoint` with region us-east-1 and static
@@ -113,4 +118,22 @@ pub fn client_for(endpoint: &str) -> aws_sdk_secretsmanager::Client {
         .retry_config(aws_sdk_secretsmanager::config::retry::RetryConfig::disabled())
         .build();
     aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// An SQS client for `endpoint`, configured like [`client_for`].
+pub fn sqs_client_for(endpoint: &str) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "AKIDTESTTESTTEST",
+            "test-secret-access-key",
+            None,
+            None,
+            "tests",
+        ))
+        .endpoint_url(endpoint)
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
 }

@@ -9,11 +9,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use crate::dataverse::schema::EntityKind;
+use serde::Deserialize;
+
+use crate::clock::{self, ClockSetting};
+use crate::cost::CostModel;
+use crate::dataverse::schema::{EntityKind, Kind};
+use crate::dataverse::write;
 use crate::faults::{FaultRule, FaultSlot};
 use crate::seed::Credential;
 use crate::server::App;
 use crate::state::{RequestRecord, SecretEntry, Shared, lock};
+use crate::users;
 
 /// Admin routes (mounted under `/_emulator`).
 pub fn router() -> Router<App> {
@@ -25,6 +31,88 @@ pub fn router() -> Router<App> {
         .route("/secrets/{*name}", put(secret))
         .route("/expire-tokens", post(expire))
         .route("/credentials", put(credentials))
+        .route("/rows/{set}/{id}", post(edit))
+        .route("/clock", put(clock_setting))
+        .route("/cost", get(cost).put(set_cost))
+        .route("/stats", get(stats))
+}
+
+/// An edit "as a person in the Dynamics UI" (`POST /_emulator/rows/<set>/<id>`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UiEdit {
+    /// Columns to change, by read name (`_msdynmkt_topicid_value` for lookups), as in seeds;
+    /// `modifiedon` may be given to pin the stamp of this edit.
+    columns: serde_json::Map<String, Value>,
+    /// systemuserid of the editing person; default [`users::SOMEONE_ELSE`].
+    #[serde(default)]
+    modified_by: Option<String>,
+}
+
+/// Applies a UI edit: only the given columns change (the UI keeps `msdynmkt_reason` unless the
+/// person edits it), `modifiedon` and the ETag move on, `_modifiedby_value` names the person.
+pub fn edit_row(
+    state: &Shared,
+    entity_set: &str,
+    id: &str,
+    columns: Value,
+    modified_by: Option<&str>,
+) -> Result<Value, (u16, String)> {
+    let kind = EntityKind::from_set(entity_set)
+        .ok_or_else(|| (404, format!("unknown entity set '{entity_set}'")))?;
+    let def = kind.def();
+    let Value::Object(columns) = columns else {
+        return Err((400, "columns must be a JSON object".into()));
+    };
+    let mut st = lock(state);
+    let pos = st.tables.position(kind, id).ok_or_else(|| {
+        (
+            404,
+            format!("{} With Id = {id} Does Not Exist", def.logical),
+        )
+    })?;
+    let mut changes = Vec::new();
+    let mut stamp = None;
+    for (name, value) in columns {
+        if name == "modifiedon" {
+            let t = value
+                .as_str()
+                .and_then(clock::parse)
+                .ok_or_else(|| (400, format!("modifiedon: not a date-time: {value}")))?;
+            stamp = Some(clock::format(t));
+            continue;
+        }
+        let col = def
+            .readable(&name)
+            .filter(|c| c.writable || matches!(c.kind, Kind::Lookup { .. }))
+            .filter(|c| c.name != def.pk)
+            .ok_or_else(|| (400, format!("column '{name}' cannot be edited in the UI")))?;
+        let value = match col.kind {
+            Kind::Lookup { target, .. } if !value.is_null() => {
+                let target_id = value.as_str().unwrap_or_default().to_ascii_lowercase();
+                if st.tables.find(target, &target_id).is_none() {
+                    return Err((
+                        404,
+                        format!("{name}: no {} {target_id}", target.def().logical),
+                    ));
+                }
+                serde_json::json!(target_id)
+            }
+            Kind::Lookup { .. } => Value::Null,
+            _ => write::checked(def, col, &value).map_err(|e| (e.status, e.message))?,
+        };
+        changes.push((name, value));
+    }
+    let mut row = st.tables.rows(kind)[pos].clone();
+    write::apply(def, &mut row, changes).map_err(|e| (e.status, e.message))?;
+    let stamp = stamp.unwrap_or_else(|| clock::format(st.clock.next()));
+    row.insert("modifiedon".into(), serde_json::json!(stamp));
+    let version = st.next_version();
+    row.insert("versionnumber".into(), serde_json::json!(version));
+    let by = modified_by.unwrap_or(users::SOMEONE_ELSE);
+    row.insert("_modifiedby_value".into(), serde_json::json!(by));
+    st.tables.rows_mut(kind)[pos] = row.clone();
+    Ok(Value::Object(row))
 }
 
 /// Rows of a table sorted by `createdon`.
@@ -62,6 +150,7 @@ pub fn put_client_secret(state: &Shared, client_id: &str, secret: &str) {
         None => st.credentials.push(Credential {
             client_id: client_id.to_string(),
             client_secret: secret.to_string(),
+            user_id: None,
         }),
     }
 }
@@ -109,6 +198,54 @@ async fn faults(State(app): State<App>, body: Bytes) -> Response {
 async fn secret(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> StatusCode {
     put_secret(&app.state, &name, &String::from_utf8_lossy(&body));
     StatusCode::NO_CONTENT
+}
+
+async fn edit(
+    State(app): State<App>,
+    Path((set, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let edit: UiEdit = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => return bad_json(e),
+    };
+    let columns = Value::Object(edit.columns);
+    match edit_row(&app.state, &set, &id, columns, edit.modified_by.as_deref()) {
+        Ok(row) => Json(row).into_response(),
+        Err((status, msg)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            Json(json!({"error": msg})),
+        )
+            .into_response(),
+    }
+}
+
+async fn clock_setting(State(app): State<App>, body: Bytes) -> Response {
+    match serde_json::from_slice::<ClockSetting>(&body) {
+        Ok(setting) => {
+            lock(&app.state).clock.set(setting);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_json(e),
+    }
+}
+
+async fn cost(State(app): State<App>) -> Json<CostModel> {
+    Json(lock(&app.state).cost.clone())
+}
+
+async fn set_cost(State(app): State<App>, body: Bytes) -> Response {
+    match serde_json::from_slice::<CostModel>(&body) {
+        Ok(c) => {
+            lock(&app.state).set_cost(c);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_json(e),
+    }
+}
+
+async fn stats(State(app): State<App>) -> Json<crate::state::Stats> {
+    Json(lock(&app.state).stats())
 }
 
 async fn expire(State(app): State<App>) -> StatusCode {

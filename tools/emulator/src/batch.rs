@@ -6,6 +6,9 @@
 //! holding every response so far including the failing one. With the preference, every top-level
 //! part runs, the outer status is 200 and `Preference-Applied: odata.continue-on-error` is echoed.
 //! A failed change set is rolled back and answered by one `application/http` part (the failure).
+//!
+//! Parts run one after another under the cost model (`exec`), each with its own lock of the
+//! state, so another request can be applied between two parts; a change set runs under one lock.
 
 use std::collections::HashMap;
 
@@ -13,9 +16,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::dataverse::{Ctx, DvRequest, DvResponse, execute};
 use crate::errors::DvError;
+use crate::exec;
 use crate::odata::pct;
 use crate::odata::query;
-use crate::state::State;
+use crate::state::{Shared, State};
 
 /// Dataverse's limit on operations per batch.
 const MAX_OPERATIONS: usize = 1000;
@@ -41,42 +45,70 @@ fn bad(message: impl Into<String>) -> DvError {
     DvError::new(400, "0x80048d19", message)
 }
 
-/// Runs a batch; returns the response and the number of operations (for the request log).
-pub fn handle(
-    state: &mut State,
+/// What a batch produced: the multipart response, the number of operations (request log) and
+/// the execution milliseconds charged (execution-time limit).
+pub struct BatchOutcome {
+    /// The multipart answer (or the error that refused the whole batch).
+    pub response: DvResponse,
+    /// Operations in the batch, change-set members included.
+    pub operations: usize,
+    /// Execution time charged (cost model).
+    pub exec_ms: u64,
+}
+
+/// Runs a batch part by part, each under the cost model and its own lock of the state.
+pub async fn handle(
+    shared: &Shared,
     base: &str,
+    user: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> (DvResponse, usize) {
-    match parse(headers, body) {
-        Err(e) => (e.into(), 0),
-        Ok(items) => {
-            let count = items
-                .iter()
-                .map(|i| match i {
-                    Item::Single(_) => 1,
-                    Item::ChangeSet(ops) => ops.len(),
-                })
-                .sum();
-            if count > MAX_OPERATIONS {
-                let e = DvError::new(
-                    400,
-                    "0x0",
-                    format!(
-                        "The number of operations in the batch ({count}) exceeds the maximum of {MAX_OPERATIONS}."
-                    ),
-                );
-                return (e.into(), count);
-            }
-            let prefer = query::prefer(
-                headers
-                    .get_all("prefer")
-                    .into_iter()
-                    .filter_map(|v| v.to_str().ok()),
-            );
-            (run(state, base, items, prefer.continue_on_error), count)
-        }
+) -> BatchOutcome {
+    let refused = |e: DvError, operations| BatchOutcome {
+        response: e.into(),
+        operations,
+        exec_ms: 0,
+    };
+    let items = match parse(headers, body) {
+        Err(e) => return refused(e, 0),
+        Ok(items) => items,
+    };
+    let count = items
+        .iter()
+        .map(|i| match i {
+            Item::Single(_) => 1,
+            Item::ChangeSet(ops) => ops.len(),
+        })
+        .sum();
+    if count > MAX_OPERATIONS {
+        let e = DvError::new(
+            400,
+            "0x0",
+            format!(
+                "The number of operations in the batch ({count}) exceeds the maximum of {MAX_OPERATIONS}."
+            ),
+        );
+        return refused(e, count);
     }
+    let prefer = query::prefer(
+        headers
+            .get_all("prefer")
+            .into_iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let ctx = RunCtx { base, user };
+    let (response, exec_ms) = run(shared, &ctx, items, prefer.continue_on_error).await;
+    BatchOutcome {
+        response,
+        operations: count,
+        exec_ms,
+    }
+}
+
+/// Who runs the batch and under which base URL.
+struct RunCtx<'a> {
+    base: &'a str,
+    user: &'a str,
 }
 
 fn boundary(content_type: &str) -> Option<String> {
@@ -284,7 +316,12 @@ fn resolve(url: &str, ids: &HashMap<String, String>) -> Result<(String, Option<S
     Ok((path, query))
 }
 
-fn run_op(state: &mut State, base: &str, op: &Op, ids: &HashMap<String, String>) -> DvResponse {
+fn run_op(
+    state: &mut State,
+    rc: &RunCtx<'_>,
+    op: &Op,
+    ids: &HashMap<String, String>,
+) -> DvResponse {
     let (path, query) = match resolve(&op.url, ids) {
         Ok(x) => x,
         Err(e) => return e.into(),
@@ -293,8 +330,9 @@ fn run_op(state: &mut State, base: &str, op: &Op, ids: &HashMap<String, String>)
         return DvError::new(400, "0x0", "Nested batch requests are not supported.").into();
     }
     let ctx = Ctx {
-        base,
+        base: rc.base,
         content_ids: ids,
+        user: rc.user,
     };
     let mut resp = execute(
         state,
@@ -321,61 +359,37 @@ fn run_op(state: &mut State, base: &str, op: &Op, ids: &HashMap<String, String>)
     resp
 }
 
-fn run(state: &mut State, base: &str, items: Vec<Item>, continue_on_error: bool) -> DvResponse {
+async fn run(
+    shared: &Shared,
+    rc: &RunCtx<'_>,
+    items: Vec<Item>,
+    continue_on_error: bool,
+) -> (DvResponse, u64) {
     let outer = format!("batchresponse_{}", uuid::Uuid::new_v4());
     let mut out = String::new();
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut failure: Option<u16> = None;
+    let mut exec_ms = 0;
     for item in items {
+        out.push_str(&format!("--{outer}\r\n"));
         match item {
             Item::Single(op) => {
-                let resp = run_op(state, base, &op, &ids);
+                let (resp, ms) = exec::run(shared, 1, |st| run_op(st, rc, &op, &ids)).await;
+                exec_ms += ms;
                 remember(&mut ids, &op, &resp);
-                out.push_str(&format!("--{outer}\r\n"));
                 write_part(&mut out, op.content_id.as_deref(), &resp);
                 if resp.status >= 400 {
                     failure.get_or_insert(resp.status);
                 }
             }
             Item::ChangeSet(ops) => {
-                let snapshot = (state.tables.clone(), ids.clone());
-                let mut done: Vec<(Option<String>, DvResponse)> = Vec::new();
-                let mut failed: Option<(Option<String>, DvResponse)> = None;
-                for op in ops {
-                    let resp = if op.method == "GET" {
-                        DvError::new(
-                            400,
-                            "0x0",
-                            "GET requests are not allowed inside a change set.",
-                        )
-                        .into()
-                    } else {
-                        run_op(state, base, &op, &ids)
-                    };
-                    if resp.status >= 400 {
-                        failed = Some((op.content_id.clone(), resp));
-                        break;
-                    }
-                    remember(&mut ids, &op, &resp);
-                    done.push((op.content_id, resp));
-                }
-                out.push_str(&format!("--{outer}\r\n"));
-                if let Some((cid, resp)) = failed {
-                    // Atomic: nothing of a failed change set stays written.
-                    state.tables = snapshot.0;
-                    ids = snapshot.1;
-                    write_part(&mut out, cid.as_deref(), &resp);
-                    failure.get_or_insert(resp.status);
-                } else {
-                    let inner = format!("changesetresponse_{}", uuid::Uuid::new_v4());
-                    out.push_str(&format!(
-                        "Content-Type: multipart/mixed; boundary={inner}\r\n\r\n"
-                    ));
-                    for (cid, resp) in &done {
-                        out.push_str(&format!("--{inner}\r\n"));
-                        write_part(&mut out, cid.as_deref(), resp);
-                    }
-                    out.push_str(&format!("--{inner}--\r\n"));
+                let (done, ms) =
+                    exec::run(shared, ops.len(), |st| change_set(st, rc, &ops, &ids)).await;
+                exec_ms += ms;
+                out.push_str(&done.text);
+                ids = done.ids;
+                if let Some(status) = done.failure {
+                    failure.get_or_insert(status);
                 }
             }
         }
@@ -400,7 +414,64 @@ fn run(state: &mut State, base: &str, items: Vec<Item>, continue_on_error: bool)
         ));
     }
     resp.body = Some(out.into_bytes());
-    resp
+    (resp, exec_ms)
+}
+
+/// A change set's response part(s), the Content-IDs known afterwards and its failure status.
+struct ChangeSetDone {
+    text: String,
+    ids: HashMap<String, String>,
+    failure: Option<u16>,
+}
+
+/// Runs a change set atomically (one lock hold): a failing operation rolls back all of it and
+/// the change set is answered by that failure alone.
+fn change_set(
+    state: &mut State,
+    rc: &RunCtx<'_>,
+    ops: &[Op],
+    ids_before: &HashMap<String, String>,
+) -> ChangeSetDone {
+    let snapshot = state.tables.clone();
+    let mut ids = ids_before.clone();
+    let mut done: Vec<(Option<&str>, DvResponse)> = Vec::new();
+    for op in ops {
+        let resp = if op.method == "GET" {
+            DvError::new(
+                400,
+                "0x0",
+                "GET requests are not allowed inside a change set.",
+            )
+            .into()
+        } else {
+            run_op(state, rc, op, &ids)
+        };
+        if resp.status >= 400 {
+            // Atomic: nothing of a failed change set stays written.
+            state.tables = snapshot;
+            let mut text = String::new();
+            write_part(&mut text, op.content_id.as_deref(), &resp);
+            return ChangeSetDone {
+                text,
+                ids: ids_before.clone(),
+                failure: Some(resp.status),
+            };
+        }
+        remember(&mut ids, op, &resp);
+        done.push((op.content_id.as_deref(), resp));
+    }
+    let inner = format!("changesetresponse_{}", uuid::Uuid::new_v4());
+    let mut text = format!("Content-Type: multipart/mixed; boundary={inner}\r\n\r\n");
+    for (cid, resp) in &done {
+        text.push_str(&format!("--{inner}\r\n"));
+        write_part(&mut text, *cid, resp);
+    }
+    text.push_str(&format!("--{inner}--\r\n"));
+    ChangeSetDone {
+        text,
+        ids,
+        failure: None,
+    }
 }
 
 fn remember(ids: &mut HashMap<String, String>, op: &Op, resp: &DvResponse) {

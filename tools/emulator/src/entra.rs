@@ -10,8 +10,8 @@ use base64::Engine;
 use serde_json::json;
 
 use crate::odata::pct;
-use crate::server::{App, base_from_host};
-use crate::state::lock;
+use crate::server::App;
+use crate::state::{IssuedToken, lock};
 
 /// Entra-shaped error (`error`, `error_description` starting with `AADSTSnnnn:`, ...).
 pub fn error(status: u16, error: &str, code: u32, text: &str) -> Response {
@@ -70,6 +70,49 @@ fn normalise(resource: &str) -> String {
         .replace("://localhost", "://127.0.0.1")
 }
 
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the OpenID discovery document MSAL
+/// (and so azure-identity) reads to find the token endpoint of an authority.
+pub async fn openid_configuration(
+    State(app): State<App>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let known = lock(&app.state)
+        .config
+        .tenant_id
+        .eq_ignore_ascii_case(&tenant);
+    if !known {
+        return error(
+            400,
+            "invalid_tenant",
+            90002,
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
+        );
+    }
+    let base = app.public_base(&headers);
+    let t = format!("{base}/{tenant}");
+    let body = json!({
+        "token_endpoint": format!("{t}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{t}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": format!("{t}/v2.0"),
+        "request_uri_parameter_supported": false,
+        "authorization_endpoint": format!("{t}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{t}/oauth2/v2.0/devicecode"),
+        "end_session_endpoint": format!("{t}/oauth2/v2.0/logout"),
+        "tenant_region_scope": "EU",
+        "cloud_instance_name": "microsoftonline.com",
+    });
+    json_response(200, body.to_string())
+}
+
 /// `POST /{tenant}/oauth2/v2.0/token`.
 pub async fn token(
     State(app): State<App>,
@@ -83,7 +126,7 @@ pub async fn token(
         .collect();
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let basic = basic_auth(&headers);
-    let own_base = base_from_host(&headers, &app.base_url);
+    let own_base = app.public_base(&headers);
     let mut st = lock(&app.state);
     if !st.config.tenant_id.eq_ignore_ascii_case(&tenant) {
         return error(
@@ -181,7 +224,13 @@ pub async fn token(
         uuid::Uuid::new_v4().simple()
     );
     let lifetime = st.config.token_lifetime;
-    st.tokens.insert(token.clone(), Instant::now() + lifetime);
+    st.tokens.insert(
+        token.clone(),
+        IssuedToken {
+            expires: Instant::now() + lifetime,
+            client_id: client_id.clone(),
+        },
+    );
     drop(st);
     let secs = lifetime.as_secs();
     json_response(

@@ -127,6 +127,15 @@ impl DvError {
         )
     }
 
+    /// 412 `ConcurrencyVersionMismatch` (`If-Match` names an older ETag).
+    pub fn version_mismatch() -> Self {
+        Self::new(
+            412,
+            "0x80060882",
+            "The version of the existing record doesn't match the RowVersion property provided.",
+        )
+    }
+
     pub fn not_app_user() -> Self {
         Self::new(
             403,

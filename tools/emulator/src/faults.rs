@@ -12,6 +12,9 @@ pub struct FaultRule {
     /// Substring of the raw path and query to match; `None` = any.
     #[serde(default)]
     pub path_contains: Option<String>,
+    /// Substring of the raw request body to match (e.g. an event id inside a `$batch`); `None` = any.
+    #[serde(default)]
+    pub body_contains: Option<String>,
     /// Let this many matching requests through before firing.
     #[serde(default)]
     pub skip: u32,
@@ -22,7 +25,8 @@ pub struct FaultRule {
     pub action: FaultAction,
 }
 
-/// Effects, applied in this order: delay, expire tokens, drop before, canned status, serve, drop after.
+/// Effects, applied in this order: delay, hold, expire tokens, drop before, canned status, serve,
+/// drop after.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultAction {
@@ -40,6 +44,73 @@ pub struct FaultAction {
     pub drop: Option<DropWhen>,
     /// Revoke every issued token before handling (the request then gets 401).
     pub expire_tokens: bool,
+    /// Hold the request (before it is processed) until another request matching this has been
+    /// fully processed, or `max_wait_ms` has passed.
+    pub hold_until_applied: Option<HoldUntil>,
+}
+
+/// The request whose completion releases a held one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HoldUntil {
+    /// HTTP method (case-insensitive); `None` = any.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Substring of the raw path and query; `None` = any.
+    #[serde(default)]
+    pub path_contains: Option<String>,
+    /// Substring of the raw body; `None` = any.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// Longest hold; the request then proceeds anyway.
+    #[serde(default = "default_max_wait")]
+    pub max_wait_ms: u64,
+}
+
+fn default_max_wait() -> u64 {
+    10_000
+}
+
+impl HoldUntil {
+    /// Whether a processed request releases the held one.
+    pub fn releases(&self, method: &str, path_and_query: &str, body: &[u8]) -> bool {
+        matches(
+            self.method.as_deref(),
+            self.path_contains.as_deref(),
+            self.body_contains.as_deref(),
+            (method, path_and_query, body),
+        )
+    }
+}
+
+/// Matcher shared by rules and holds; every given part must match.
+fn matches(
+    method: Option<&str>,
+    path_contains: Option<&str>,
+    body_contains: Option<&str>,
+    (req_method, path_and_query, body): (&str, &str, &[u8]),
+) -> bool {
+    method.is_none_or(|m| m.eq_ignore_ascii_case(req_method))
+        && path_contains.is_none_or(|p| path_and_query.contains(p))
+        && body_contains.is_none_or(|needle| contains(body, needle.as_bytes()))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Default for FaultRule {
+    /// Matches every request once and does nothing (set `action`).
+    fn default() -> Self {
+        Self {
+            method: None,
+            path_contains: None,
+            body_contains: None,
+            skip: 0,
+            times: once(),
+            action: FaultAction::default(),
+        }
+    }
 }
 
 /// Whether a dropped request is processed first.
@@ -73,25 +144,25 @@ impl FaultSlot {
         }
     }
 
-    fn matches(&self, method: &str, path_and_query: &str) -> bool {
-        let method_ok = self
-            .rule
-            .method
-            .as_deref()
-            .is_none_or(|m| m.eq_ignore_ascii_case(method));
-        let path_ok = self
-            .rule
-            .path_contains
-            .as_deref()
-            .is_none_or(|p| path_and_query.contains(p));
-        method_ok && path_ok
+    fn matches(&self, request: (&str, &str, &[u8])) -> bool {
+        matches(
+            self.rule.method.as_deref(),
+            self.rule.path_contains.as_deref(),
+            self.rule.body_contains.as_deref(),
+            request,
+        )
     }
 }
 
 /// First rule that matches and is inside its skip/times window; counters advance for every match.
-pub fn pick(slots: &mut [FaultSlot], method: &str, path_and_query: &str) -> Option<FaultAction> {
+pub fn pick(
+    slots: &mut [FaultSlot],
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Option<FaultAction> {
     for slot in slots.iter_mut() {
-        if !slot.matches(method, path_and_query) {
+        if !slot.matches((method, path_and_query, body)) {
             continue;
         }
         slot.seen += 1;
@@ -139,6 +210,7 @@ mod tests {
                 status: Some(503),
                 ..FaultAction::default()
             },
+            ..FaultRule::default()
         }
     }
 
@@ -146,10 +218,31 @@ mod tests {
     fn skip_then_times_window() {
         let mut slots = vec![FaultSlot::new(rule(1, Some(2)))];
         let hits: Vec<bool> = (0..5)
-            .map(|_| pick(&mut slots, "post", "/api/data/v9.2/$batch").is_some())
+            .map(|_| pick(&mut slots, "post", "/api/data/v9.2/$batch", b"").is_some())
             .collect();
         assert_eq!(hits, vec![false, true, true, false, false]);
-        assert!(pick(&mut slots, "GET", "/api/data/v9.2/$batch").is_none());
+        assert!(pick(&mut slots, "GET", "/api/data/v9.2/$batch", b"").is_none());
+    }
+
+    #[test]
+    fn body_contains_matches_only_requests_carrying_the_text() {
+        let mut r = rule(0, None);
+        r.body_contains = Some("evt-A".into());
+        let mut slots = vec![FaultSlot::new(r)];
+        assert!(pick(&mut slots, "POST", "/api/data/v9.2/$batch", b"..evt-B..").is_none());
+        assert!(pick(&mut slots, "POST", "/api/data/v9.2/$batch", b"..evt-A..").is_some());
+    }
+
+    #[test]
+    fn hold_until_applied_defaults_to_a_ten_second_cap() {
+        let a: FaultAction = serde_json::from_str(
+            r#"{"hold_until_applied":{"path_contains":"$batch","body_contains":"evt-B"}}"#,
+        )
+        .unwrap();
+        let hold = a.hold_until_applied.unwrap();
+        assert_eq!(hold.max_wait_ms, 10_000);
+        assert!(hold.releases("POST", "/api/data/v9.2/$batch", b"x evt-B x"));
+        assert!(!hold.releases("POST", "/api/data/v9.2/$batch", b"x evt-A x"));
     }
 
     #[test]

@@ -9,22 +9,32 @@
 mod admin;
 mod batch;
 mod clock;
+mod cost;
 mod dataverse;
 mod didomi_api;
 mod entra;
 mod errors;
+mod exec;
 mod faults;
+mod hold;
+mod limits;
 mod odata;
+mod pipeline;
 mod secrets;
 mod seed;
 mod server;
 mod state;
+mod users;
 
+pub use clock::ClockSetting;
+pub use cost::{CostModel, Limits};
 pub use didomi_api::{DidomiApi, DidomiKey, DidomiSeed, RateLimit};
-pub use faults::{DropWhen, FaultAction, FaultRule};
+pub use faults::{DropWhen, FaultAction, FaultRule, HoldUntil};
+pub use limits::ThrottleCounts;
 pub use seed::{Credential, Seed, SeedPurpose, SeedTopic};
 pub use server::{Emulator, EmulatorHandle};
-pub use state::RequestRecord;
+pub use state::{RequestRecord, Stats};
+pub use users::{BUSINESS_UNIT_ID, ORGANIZATION_ID, SOMEONE_ELSE, default_app_user};
 
 /// Parses a `$filter` expression the way the emulator does; exposed for diagnostics and tests.
 pub use odata::filter::{Expr, Literal, parse as parse_filter};

@@ -1,24 +1,37 @@
-//! `cpc-emulator --seed FILE [--port 8080] [--host 127.0.0.1]`: prints
+//! `cpc-emulator --seed FILE [--port 8080] [--host 127.0.0.1] [cost-model flags]`: prints
 //! `{"listening":"http://HOST:PORT"}` on stdout when ready, logs requests to stderr.
+//! Cost-model flags override the seed's `cost`; `--behind-tls` its `behind_tls`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 
-use cpc_emulator::{Emulator, Seed};
+use cpc_emulator::{Emulator, Limits, Seed};
 
 struct Args {
     seed: Option<String>,
     host: IpAddr,
     port: u16,
+    op_cost_ms: Option<u64>,
+    parallelism: Option<usize>,
+    dop_hint: Option<u32>,
+    limits: Option<Limits>,
+    behind_tls: bool,
 }
 
-const USAGE: &str = "usage: cpc-emulator [--seed FILE] [--port PORT] [--host 127.0.0.1]";
+const USAGE: &str = "usage: cpc-emulator [--seed FILE] [--port PORT] [--host 127.0.0.1] \
+[--op-cost-ms MS] [--parallelism N] [--dop-hint N] \
+[--limits requests=N,exec_ms=MS,window_s=S,concurrent=N] [--behind-tls]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         seed: None,
         host: IpAddr::from([127, 0, 0, 1]),
         port: 0,
+        op_cost_ms: None,
+        parallelism: None,
+        dop_hint: None,
+        limits: None,
+        behind_tls: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -30,6 +43,23 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = Some(value()?),
             "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
             "--host" => args.host = value()?.parse().map_err(|e| format!("--host: {e}"))?,
+            "--op-cost-ms" => {
+                args.op_cost_ms = Some(value()?.parse().map_err(|e| format!("--op-cost-ms: {e}"))?)
+            }
+            "--parallelism" => {
+                args.parallelism = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--parallelism: {e}"))?,
+                )
+            }
+            "--dop-hint" => {
+                args.dop_hint = Some(value()?.parse().map_err(|e| format!("--dop-hint: {e}"))?)
+            }
+            "--limits" => {
+                args.limits = Some(value()?.parse().map_err(|e| format!("--limits: {e}"))?)
+            }
+            "--behind-tls" => args.behind_tls = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
         }
@@ -54,7 +84,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let seed = match &args.seed {
+    let mut seed = match &args.seed {
         Some(path) => match Seed::from_file(path) {
             Ok(s) => s,
             Err(e) => {
@@ -64,6 +94,19 @@ async fn main() -> ExitCode {
         },
         None => Seed::default(),
     };
+    if let Some(ms) = args.op_cost_ms {
+        seed.cost.op_cost_ms = ms;
+    }
+    if let Some(n) = args.parallelism {
+        seed.cost.parallelism = Some(n);
+    }
+    if let Some(n) = args.dop_hint {
+        seed.cost.dop_hint = n;
+    }
+    if let Some(l) = args.limits {
+        seed.cost.limits = Some(l);
+    }
+    seed.behind_tls |= args.behind_tls;
     let handle = match Emulator::start_on(seed, SocketAddr::new(args.host, args.port)) {
         Ok(h) => h,
         Err(e) => {

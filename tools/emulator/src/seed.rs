@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::clock::ClockSetting;
+use crate::cost::CostModel;
 use crate::faults::FaultRule;
 
 /// Tenant id used when a seed does not name one.
@@ -41,6 +43,13 @@ pub struct Seed {
     pub secrets: BTreeMap<String, String>,
     /// Fault-injection rules active from the start.
     pub faults: Vec<FaultRule>,
+    /// How `createdon`/`modifiedon` are stamped (real time in whole seconds by default).
+    pub clock: ClockSetting,
+    /// Operation cost, parallelism, `x-ms-dop-hint` and service-protection limits.
+    pub cost: CostModel,
+    /// Set when a TLS front forwards to this port: absolute URLs (`OData-EntityId`, links, the
+    /// expected token scope) then use `https://` and the `Host` the client addressed.
+    pub behind_tls: bool,
 }
 
 impl Default for Seed {
@@ -58,6 +67,9 @@ impl Default for Seed {
             consents: Vec::new(),
             secrets: BTreeMap::new(),
             faults: Vec::new(),
+            clock: ClockSetting::default(),
+            cost: CostModel::default(),
+            behind_tls: false,
         }
     }
 }
@@ -77,13 +89,17 @@ impl Seed {
 }
 
 /// One Entra app registration secret.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
     /// Application (client) id.
     pub client_id: String,
     /// Client secret value.
     pub client_secret: String,
+    /// systemuserid of the Application User of this app (`WhoAmI` `UserId`, `_modifiedby_value`
+    /// of its writes); `None` = a stable id derived from the client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 /// One `msdynmkt_purpose` row.

@@ -1,29 +1,26 @@
 //! The loopback server: one port, our own accept loop so a fault can close a connection without
 //! answering (before or after the request was processed).
 
-use std::convert::Infallible;
-use std::future::pending;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, Response};
-use axum::routing::{any, post};
+use axum::http::{HeaderMap, Request};
+use axum::routing::{any, get, post};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
 
+use crate::clock::ClockSetting;
+use crate::cost::CostModel;
 use crate::dataverse::schema::EntityKind;
-use crate::errors::DvError;
-use crate::faults::{self, DropWhen, FaultAction, FaultRule};
-use crate::state::{RequestRecord, Shared, State, lock};
-use crate::{admin, dataverse, entra, secrets};
+use crate::faults::FaultRule;
+use crate::hold::Completions;
+use crate::state::{RequestRecord, Shared, State, Stats, lock};
+use crate::{admin, dataverse, entra, pipeline, secrets};
 
 /// Shared handler state.
 #[derive(Clone)]
@@ -31,20 +28,27 @@ pub struct App {
     pub state: Shared,
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// Clients reach us through a TLS front: absolute URLs use `https://`.
+    pub behind_tls: bool,
+    /// Every processed request, for faults that hold a request until another one is applied.
+    pub completions: Completions,
+}
+
+impl App {
+    /// Base URL as the client addressed us (keeps `localhost` vs `127.0.0.1` consistent in links).
+    pub fn public_base(&self, headers: &HeaderMap) -> String {
+        let scheme = if self.behind_tls { "https" } else { "http" };
+        headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(|h| format!("{scheme}://{h}"))
+            .unwrap_or_else(|| self.base_url.clone())
+    }
 }
 
 /// Response extension: operations in a `$batch` (for the request log).
 #[derive(Clone, Copy, Debug)]
 pub struct BatchParts(pub usize);
-
-/// Base URL as the client addressed us (keeps `localhost` vs `127.0.0.1` consistent in links).
-pub fn base_from_host(headers: &HeaderMap, fallback: &str) -> String {
-    headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .map(|h| format!("http://{h}"))
-        .unwrap_or_else(|| fallback.to_string())
-}
 
 /// Entry point: starts emulators.
 pub struct Emulator;
@@ -70,6 +74,7 @@ impl Emulator {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("Emulator::start must run inside a Tokio runtime"))?;
         let didomi = crate::didomi_api::DidomiApi::from_seed(seed.didomi.clone());
+        let behind_tls = seed.behind_tls;
         let state = State::from_seed(seed)?;
         let std_listener = std::net::TcpListener::bind(addr)?;
         std_listener.set_nonblocking(true)?;
@@ -83,6 +88,8 @@ impl Emulator {
         let app = App {
             state: shared.clone(),
             base_url: base_url.clone(),
+            behind_tls,
+            completions: Completions::default(),
         };
         let (tx, rx) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, app, didomi.clone(), rx));
@@ -153,6 +160,39 @@ impl EmulatorHandle {
         &self.didomi
     }
 
+    /// Edits a row "as a person in the Dynamics UI": applies `columns` (read names, as in seeds),
+    /// stamps a new `modifiedon`/ETag and sets `_modifiedby_value` to `modified_by` (default
+    /// [`crate::SOMEONE_ELSE`]). Returns the row, or why the edit was refused.
+    pub fn edit_row(
+        &self,
+        entity_set: &str,
+        id: &str,
+        columns: serde_json::Value,
+        modified_by: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
+        admin::edit_row(&self.state, entity_set, id, columns, modified_by).map_err(|e| e.1)
+    }
+
+    /// Sets how `createdon`/`modifiedon` are stamped (pinned, frozen, distinct seconds).
+    pub fn set_clock(&self, setting: ClockSetting) {
+        lock(&self.state).clock.set(setting);
+    }
+
+    /// Replaces the cost model (operation cost, parallelism, `x-ms-dop-hint`, limits).
+    pub fn set_cost(&self, cost: CostModel) {
+        lock(&self.state).set_cost(cost);
+    }
+
+    /// Served requests, 429s by limit, requests held right now.
+    pub fn stats(&self) -> Stats {
+        lock(&self.state).stats()
+    }
+
+    /// systemuserid of the Application User of an Entra client (what `WhoAmI` answers it).
+    pub fn app_user_id(&self, client_id: &str) -> String {
+        lock(&self.state).app_user_of(client_id)
+    }
+
     /// Stops accepting and closes open connections.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -164,6 +204,10 @@ fn router(app: App) -> Router {
     Router::new()
         .nest("/_emulator", admin::router())
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(entra::openid_configuration),
+        )
         .route("/", post(secrets::handle))
         .route("/api/data/v9.2/{*rest}", any(dataverse::http::handle))
         .route("/api/data/v9.2", any(dataverse::http::handle))
@@ -181,7 +225,7 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                // Small request/response pairs: no Nagle delay on loopback.
+                // Small request/response exchanges must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(connection(stream, app.clone(), router.clone(), shutdown.clone()));
             }
@@ -199,7 +243,7 @@ async fn connection(
     let kill = Arc::new(Notify::new());
     let kill_svc = kill.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        handle(app.clone(), router.clone(), kill_svc.clone(), req)
+        pipeline::handle(app.clone(), router.clone(), kill_svc.clone(), req)
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
@@ -209,127 +253,4 @@ async fn connection(
         _ = kill.notified() => {}
         _ = shutdown.changed() => {}
     }
-}
-
-fn describe(action: &FaultAction) -> String {
-    let mut parts = Vec::new();
-    if let Some(ms) = action.delay_ms {
-        parts.push(format!("delay {ms}ms"));
-    }
-    if action.expire_tokens {
-        parts.push("expire tokens".to_string());
-    }
-    if let Some(s) = action.status {
-        parts.push(format!("status {s}"));
-    }
-    match action.drop {
-        Some(DropWhen::Before) => parts.push("drop before".to_string()),
-        Some(DropWhen::After) => parts.push("drop after".to_string()),
-        None => {}
-    }
-    parts.join(", ")
-}
-
-async fn handle(
-    app: App,
-    router: Router,
-    kill: Arc<Notify>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    if path.starts_with("/_emulator/") || path == "/_emulator" {
-        return router.oneshot(req.map(Body::new)).await;
-    }
-    let started = Instant::now();
-    let method = req.method().to_string();
-    let bearer = dataverse::http::bearer(req.headers()).is_some();
-    let action = faults::pick(&mut lock(&app.state).faults, &method, &path);
-    let mut record = RequestRecord {
-        seq: 0,
-        method: method.clone(),
-        path: path.clone(),
-        bearer,
-        status: None,
-        batch_parts: None,
-        duration_ms: 0,
-        fault: action.as_ref().map(describe),
-    };
-    if let Some(a) = &action {
-        if let Some(ms) = a.delay_ms {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        if a.expire_tokens {
-            lock(&app.state).expire_tokens();
-        }
-        if a.drop == Some(DropWhen::Before) {
-            record.duration_ms = started.elapsed().as_millis() as u64;
-            tracing::info!(%method, %path, "dropped before processing (fault)");
-            lock(&app.state).log(record);
-            kill.notify_one();
-            return pending().await;
-        }
-    }
-    let resp = match action.as_ref().and_then(|a| a.status.map(|s| (a, s))) {
-        Some((a, status)) => fault_response(&path, status, a),
-        None => router.oneshot(req.map(Body::new)).await?,
-    };
-    record.status = Some(resp.status().as_u16());
-    record.batch_parts = resp.extensions().get::<BatchParts>().map(|b| b.0);
-    record.duration_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(%method, %path, status = resp.status().as_u16(), ms = record.duration_ms, "request");
-    let drop_after = action.is_some_and(|a| a.drop == Some(DropWhen::After));
-    if drop_after {
-        record.status = None;
-        lock(&app.state).log(record);
-        kill.notify_one();
-        return pending().await;
-    }
-    lock(&app.state).log(record);
-    Ok(resp)
-}
-
-/// Canned response of a status fault, shaped like the service the path belongs to.
-fn fault_response(path: &str, status: u16, a: &FaultAction) -> Response<Body> {
-    let mut resp = if path.starts_with("/api/data/") {
-        let code = a.code.clone().unwrap_or_else(|| {
-            match status {
-                429 => "0x80072322",
-                403 => "0x80072560",
-                500..=599 => "0x80040216",
-                _ => "0x0",
-            }
-            .to_string()
-        });
-        let message = a
-            .message
-            .clone()
-            .unwrap_or_else(|| faults::dataverse_message(&code).to_string());
-        dataverse::http::finish(DvError::new(status, &code, message).into())
-    } else if path.contains("/oauth2/") {
-        let text = a
-            .message
-            .clone()
-            .unwrap_or_else(|| "A transient error has occurred. Please try again.".to_string());
-        entra::error(status, "temporarily_unavailable", 90033, &text)
-    } else {
-        let (kind, text) = match status {
-            429 => ("ThrottlingException", "Rate exceeded"),
-            500..=599 => (
-                "InternalServiceError",
-                "An error occurred on the server side.",
-            ),
-            _ => ("AccessDeniedException", "Access denied."),
-        };
-        secrets::error(status, kind, a.message.as_deref().unwrap_or(text))
-    };
-    if let Some(secs) = a.retry_after
-        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-    {
-        resp.headers_mut().insert("retry-after", v);
-    }
-    resp
 }

@@ -9,10 +9,13 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::clock::{self, WriteClock};
+use crate::cost::CostModel;
 use crate::dataverse::schema::{EntityKind, Kind};
 use crate::faults::FaultSlot;
+use crate::limits::{Limiter, ThrottleCounts};
 use crate::odata::filter::is_guid;
 use crate::seed::{Credential, DEFAULT_OWNER, Seed};
+use crate::users;
 
 /// One logged request (admin requests are not logged; tokens never are).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -110,12 +113,32 @@ pub struct Config {
     pub token_lifetime: Duration,
 }
 
+/// An issued access token: until when it is valid and which app it was issued to.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// End of validity.
+    pub expires: Instant,
+    /// Entra client the token was issued to (its Application User is the caller).
+    pub client_id: String,
+}
+
+/// Counters for the admin API (`GET /_emulator/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Non-admin requests answered (any service, faults and 429s included).
+    pub requests_served: u64,
+    /// Dataverse requests refused by the service-protection limits, per limit.
+    pub throttled: ThrottleCounts,
+    /// Requests currently held by a `hold_until_applied` fault.
+    pub held_now: u64,
+}
+
 /// The whole mutable state.
 #[derive(Debug)]
 pub struct State {
     pub config: Config,
     pub credentials: Vec<Credential>,
-    pub tokens: HashMap<String, Instant>,
+    pub tokens: HashMap<String, IssuedToken>,
     pub tables: Tables,
     pub clock: WriteClock,
     pub version: u64,
@@ -123,6 +146,16 @@ pub struct State {
     pub secrets: BTreeMap<String, SecretEntry>,
     pub requests: Vec<RequestRecord>,
     pub next_seq: u64,
+    /// Operation cost, parallelism and limits in force.
+    pub cost: CostModel,
+    /// Service-protection windows.
+    pub limiter: Limiter,
+    /// Non-admin requests answered (throttle counts live in `limiter`).
+    pub served: u64,
+    /// Requests held by a `hold_until_applied` fault right now.
+    pub held_now: u64,
+    /// Execution slots when `cost.parallelism` caps concurrent operations.
+    pub parallel: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Shared handle to the state.
@@ -161,7 +194,14 @@ impl State {
                 .collect(),
             requests: Vec::new(),
             next_seq: 1,
+            cost: CostModel::default(),
+            limiter: Limiter::default(),
+            served: 0,
+            held_now: 0,
+            parallel: None,
         };
+        state.set_cost(seed.cost);
+        state.clock.set(seed.clock);
         for p in seed.purposes {
             let owner = p.owner_id.unwrap_or_else(|| DEFAULT_OWNER.to_string());
             let mut row = json!({
@@ -200,8 +240,8 @@ impl State {
             let col = def
                 .readable(&k)
                 .ok_or_else(|| invalid(format!("seed {}: unknown column '{k}'", def.set)))?;
-            if let Kind::Choice(values) = col.kind
-                && !v.as_i64().is_some_and(|n| values.contains(&n))
+            if let Kind::Choice(set) = col.kind
+                && !v.as_i64().is_some_and(|n| set.contains(n))
             {
                 return Err(invalid(format!("seed {}: {k} = {v} out of range", def.set)));
             }
@@ -241,6 +281,12 @@ impl State {
         if kind == EntityKind::Contact {
             crate::dataverse::write::compute_fullname(&mut row);
         }
+        // Seeded rows were written by someone else, as far as the app user can tell.
+        for by in ["_createdby_value", "_modifiedby_value"] {
+            if row.get(by).is_none_or(Value::is_null) {
+                row.insert(by.into(), json!(users::SOMEONE_ELSE));
+            }
+        }
         for stamp in ["createdon", "modifiedon"] {
             match row.get(stamp).and_then(Value::as_str).map(clock::parse) {
                 Some(Some(t)) => self.clock.observe(t),
@@ -274,11 +320,40 @@ impl State {
         self.version
     }
 
-    /// True if the bearer token was issued here and is still valid.
-    pub fn token_valid(&self, token: &str) -> bool {
-        self.tokens
+    /// systemuserid of the Application User a valid token belongs to.
+    pub fn token_user(&self, token: &str) -> Option<String> {
+        let issued = self
+            .tokens
             .get(token)
-            .is_some_and(|exp| *exp > Instant::now())
+            .filter(|t| t.expires > Instant::now())?;
+        Some(self.app_user_of(&issued.client_id))
+    }
+
+    /// Application User of an Entra client: the seed's `user_id`, else the derived default.
+    pub fn app_user_of(&self, client_id: &str) -> String {
+        self.credentials
+            .iter()
+            .find(|c| c.client_id == client_id)
+            .and_then(|c| c.user_id.clone())
+            .unwrap_or_else(|| users::default_app_user(client_id))
+    }
+
+    /// Replaces the cost model: new execution slots, fresh service-protection windows.
+    pub fn set_cost(&mut self, cost: CostModel) {
+        self.parallel = cost
+            .parallelism
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        self.limiter.reset_windows();
+        self.cost = cost;
+    }
+
+    /// Counters for the admin API.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            requests_served: self.served,
+            throttled: self.limiter.refused,
+            held_now: self.held_now,
+        }
     }
 
     /// Revokes every issued token.

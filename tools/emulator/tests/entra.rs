@@ -146,3 +146,35 @@ async fn token_accepts_basic_auth_and_rotated_secret() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn openid_configuration_names_the_token_endpoint_of_the_tenant() {
+    let emu = cpc_emulator::Emulator::start(example_seed()).unwrap();
+    let base = emu.base_url();
+    let r = reqwest::get(format!(
+        "{base}/{TENANT}/v2.0/.well-known/openid-configuration"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["token_endpoint"],
+        format!("{base}/{TENANT}/oauth2/v2.0/token")
+    );
+    assert_eq!(v["issuer"], format!("{base}/{TENANT}/v2.0"));
+}
+
+#[tokio::test]
+async fn openid_configuration_of_an_unknown_tenant_is_400_90002() {
+    let emu = cpc_emulator::Emulator::start(example_seed()).unwrap();
+    let r = reqwest::get(format!(
+        "{}/00000000-0000-0000-0000-000000000000/v2.0/.well-known/openid-configuration",
+        emu.base_url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error_codes"], serde_json::json!([90002]));
+}

@@ -9,9 +9,8 @@ fn rule(method: Option<&str>, path: Option<&str>, action: FaultAction) -> FaultR
     FaultRule {
         method: method.map(str::to_string),
         path_contains: path.map(str::to_string),
-        skip: 0,
-        times: Some(1),
         action,
+        ..FaultRule::default()
     }
 }
 

@@ -1,8 +1,11 @@
 //! The Dataverse Web API subset under `/api/data/v9.2/`.
 
 pub mod http;
+pub mod metadata;
+pub mod options;
 pub mod read;
 pub mod schema;
+pub mod whoami;
 pub mod write;
 
 use std::collections::HashMap;
@@ -74,6 +77,8 @@ pub struct Ctx<'a> {
     pub base: &'a str,
     /// Content-ID → `set(<id>)` inside a `$batch`.
     pub content_ids: &'a HashMap<String, String>,
+    /// systemuserid of the caller (stamped as `_createdby_value` / `_modifiedby_value`).
+    pub user: &'a str,
 }
 
 /// One Web API request, path relative to `/api/data/v9.2/` and percent-decoded.
@@ -103,6 +108,12 @@ pub fn execute(state: &mut State, ctx: &Ctx<'_>, req: &DvRequest<'_>) -> DvRespo
 fn route(state: &mut State, ctx: &Ctx<'_>, req: &DvRequest<'_>) -> Result<DvResponse, DvError> {
     let path = req.path.trim_end_matches('/');
     let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+    if first == "WhoAmI" || first == "WhoAmI()" {
+        return whoami::handle(ctx, req.method, req.path, rest);
+    }
+    if first == "EntityDefinitions" || first.starts_with("EntityDefinitions(") {
+        return metadata::handle(ctx.base, req.method, path, req.query);
+    }
     if !rest.is_empty() {
         let seg = rest.split('/').next().unwrap_or(rest);
         return Err(DvError::segment_not_found(seg));
@@ -199,6 +210,8 @@ fn create(
     let now = clock::format(state.clock.next());
     row.insert("createdon".into(), json!(now));
     row.insert("modifiedon".into(), json!(now));
+    row.insert("_createdby_value".into(), json!(ctx.user));
+    row.insert("_modifiedby_value".into(), json!(ctx.user));
     let version = state.next_version();
     row.insert("versionnumber".into(), json!(version));
     let url = entity_url(ctx.base, def, &id);
@@ -243,11 +256,7 @@ fn update(
     if let Some(tag) = if_match.map(str::trim).filter(|t| *t != "*")
         && tag != read::etag(current)
     {
-        return Err(DvError::new(
-            412,
-            "0x80060882",
-            "The version of the existing record doesn't match the RowVersion property provided.",
-        ));
+        return Err(DvError::version_mismatch());
     }
     let body = write::parse_object(def.set, req.body)?;
     let select = select_of(def, req)?;
@@ -260,6 +269,7 @@ fn update(
         "modifiedon".into(),
         json!(clock::format(state.clock.next())),
     );
+    row.insert("_modifiedby_value".into(), json!(ctx.user));
     let version = state.next_version();
     row.insert("versionnumber".into(), json!(version));
     let mut resp = if prefer.return_representation {

@@ -1,5 +1,7 @@
 //! Table definitions: columns, types, option lists and limits (reference §1, §6).
 
+use crate::dataverse::options::{self, OptionSet};
+
 /// The tables the emulator serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntityKind {
@@ -14,7 +16,7 @@ pub enum EntityKind {
 pub enum Kind {
     Guid,
     Str(usize),
-    Choice(&'static [i64]),
+    Choice(&'static OptionSet),
     Bool,
     DateTime,
     Int,
@@ -42,6 +44,8 @@ pub struct EntityDef {
     pub set: &'static str,
     pub logical: &'static str,
     pub pk: &'static str,
+    /// PrimaryNameAttribute (metadata only).
+    pub primary_name: &'static str,
     pub columns: &'static [Column],
 }
 
@@ -70,29 +74,19 @@ const fn ro(name: &'static str, kind: Kind) -> Column {
     }
 }
 
-pub const CHANNELS: &[i64] = &[534120000, 534120001, 534120002, 534120003];
-pub const CONSENT_LEVELS: &[i64] = &[534120000, 534120001];
-pub const CONSENT_VALUES: &[i64] = &[534120000, 534120001, 534120002];
-pub const SOURCES: &[i64] = &[
-    534120000, 534120001, 534120002, 534120003, 534120004, 534120005, 534120006, 534120007,
-];
-pub const REASONS: &[i64] = &[
-    534119999, 534120000, 534120001, 534120002, 534120003, 534120004, 534120005, 534120006,
-    534120007,
-];
-pub const STATES: &[i64] = &[0, 1];
-pub const STATUSES: &[i64] = &[1, 2];
-pub const PURPOSE_TYPES: &[i64] = &[534120000, 534120001, 534120002];
-pub const ENFORCEMENT: &[i64] = &[534120000, 534120001, 534120002];
 /// Default `msdynmkt_source` (Internal).
 pub const SOURCE_DEFAULT: i64 = 534120000;
 
-const SYSTEM: [Column; 5] = [
+/// Columns every table here has. `_createdby_value` / `_modifiedby_value` are the systemuser
+/// lookups Dataverse stamps on every write (read-only, so plain GUIDs here).
+const SYSTEM: [Column; 7] = [
     ro("_ownerid_value", Kind::Guid),
+    ro("_createdby_value", Kind::Guid),
+    ro("_modifiedby_value", Kind::Guid),
     ro("createdon", Kind::DateTime),
     ro("modifiedon", Kind::DateTime),
     ro("versionnumber", Kind::Int),
-    col("statecode", Kind::Choice(STATES)),
+    col("statecode", Kind::Choice(&options::STATES)),
 ];
 
 const CONTACT_COLUMNS: &[Column] = &[
@@ -111,18 +105,23 @@ const CONTACT_COLUMNS: &[Column] = &[
     SYSTEM[2],
     SYSTEM[3],
     SYSTEM[4],
-    col("statuscode", Kind::Choice(STATUSES)),
+    SYSTEM[5],
+    SYSTEM[6],
+    col("statuscode", Kind::Choice(&options::STATUSES)),
 ];
 
 const CONSENT_COLUMNS: &[Column] = &[
     col("msdynmkt_contactpointconsent4id", Kind::Guid),
     req("msdynmkt_contactpointvalue", Kind::Str(400)),
-    req("msdynmkt_contactpointtype", Kind::Choice(CHANNELS)),
+    req(
+        "msdynmkt_contactpointtype",
+        Kind::Choice(&options::CHANNELS),
+    ),
     col(
         "msdynmkt_contactpointconsenttype",
-        Kind::Choice(CONSENT_LEVELS),
+        Kind::Choice(&options::CONSENT_LEVELS),
     ),
-    req("msdynmkt_value", Kind::Choice(CONSENT_VALUES)),
+    req("msdynmkt_value", Kind::Choice(&options::CONSENT_VALUES)),
     req(
         "msdynmkt_purposeid",
         Kind::Lookup {
@@ -137,8 +136,8 @@ const CONSENT_COLUMNS: &[Column] = &[
             target: EntityKind::Topic,
         },
     ),
-    req("msdynmkt_source", Kind::Choice(SOURCES)),
-    req("msdynmkt_logicalreason", Kind::Choice(REASONS)),
+    req("msdynmkt_source", Kind::Choice(&options::SOURCES)),
+    req("msdynmkt_logicalreason", Kind::Choice(&options::REASONS)),
     col("msdynmkt_reason", Kind::Str(500)),
     col("msdynmkt_modifiedonbehalf", Kind::Str(500)),
     col("msdynmkt_migrationtimestamp", Kind::DateTime),
@@ -147,20 +146,27 @@ const CONSENT_COLUMNS: &[Column] = &[
     SYSTEM[2],
     SYSTEM[3],
     SYSTEM[4],
-    col("statuscode", Kind::Choice(STATUSES)),
+    SYSTEM[5],
+    SYSTEM[6],
+    col("statuscode", Kind::Choice(&options::STATUSES)),
 ];
 
 const PURPOSE_COLUMNS: &[Column] = &[
     col("msdynmkt_purposeid", Kind::Guid),
     col("msdynmkt_name", Kind::Str(100)),
-    col("msdynmkt_type", Kind::Choice(PURPOSE_TYPES)),
-    col("msdynmkt_enforcementmodel", Kind::Choice(ENFORCEMENT)),
+    col("msdynmkt_type", Kind::Choice(&options::PURPOSE_TYPES)),
+    col(
+        "msdynmkt_enforcementmodel",
+        Kind::Choice(&options::ENFORCEMENT),
+    ),
     SYSTEM[0],
     SYSTEM[1],
     SYSTEM[2],
     SYSTEM[3],
     SYSTEM[4],
-    col("statuscode", Kind::Choice(STATUSES)),
+    SYSTEM[5],
+    SYSTEM[6],
+    col("statuscode", Kind::Choice(&options::STATUSES)),
 ];
 
 const TOPIC_COLUMNS: &[Column] = &[
@@ -178,7 +184,9 @@ const TOPIC_COLUMNS: &[Column] = &[
     SYSTEM[2],
     SYSTEM[3],
     SYSTEM[4],
-    col("statuscode", Kind::Choice(STATUSES)),
+    SYSTEM[5],
+    SYSTEM[6],
+    col("statuscode", Kind::Choice(&options::STATUSES)),
 ];
 
 static CONTACT: EntityDef = EntityDef {
@@ -186,6 +194,7 @@ static CONTACT: EntityDef = EntityDef {
     set: "contacts",
     logical: "contact",
     pk: "contactid",
+    primary_name: "fullname",
     columns: CONTACT_COLUMNS,
 };
 static CONSENT: EntityDef = EntityDef {
@@ -193,6 +202,7 @@ static CONSENT: EntityDef = EntityDef {
     set: "msdynmkt_contactpointconsent4s",
     logical: "msdynmkt_contactpointconsent4",
     pk: "msdynmkt_contactpointconsent4id",
+    primary_name: "msdynmkt_contactpointvalue",
     columns: CONSENT_COLUMNS,
 };
 static PURPOSE: EntityDef = EntityDef {
@@ -200,6 +210,7 @@ static PURPOSE: EntityDef = EntityDef {
     set: "msdynmkt_purposes",
     logical: "msdynmkt_purpose",
     pk: "msdynmkt_purposeid",
+    primary_name: "msdynmkt_name",
     columns: PURPOSE_COLUMNS,
 };
 static TOPIC: EntityDef = EntityDef {
@@ -207,6 +218,7 @@ static TOPIC: EntityDef = EntityDef {
     set: "msdynmkt_topics",
     logical: "msdynmkt_topic",
     pk: "msdynmkt_topicid",
+    primary_name: "msdynmkt_name",
     columns: TOPIC_COLUMNS,
 };
 
@@ -221,11 +233,17 @@ impl EntityKind {
         }
     }
 
+    /// Every table, in a fixed order.
+    pub const ALL: [EntityKind; 4] = [Self::Contact, Self::Consent, Self::Purpose, Self::Topic];
+
+    /// Table for a logical name (lower case in Dataverse, so compared exactly).
+    pub fn from_logical(logical: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.def().logical == logical)
+    }
+
     /// Table for an entity-set name (case-sensitive, as in Dataverse).
     pub fn from_set(set: &str) -> Option<Self> {
-        [Self::Contact, Self::Consent, Self::Purpose, Self::Topic]
-            .into_iter()
-            .find(|k| k.def().set == set)
+        Self::ALL.into_iter().find(|k| k.def().set == set)
     }
 }
 

@@ -85,7 +85,8 @@ pub fn prepare(
     Ok(out)
 }
 
-fn checked(def: &EntityDef, col: &Column, v: &Value) -> Result<Value, DvError> {
+/// Checks and normalises one value for a column (type, range, length), Dataverse-style.
+pub fn checked(def: &EntityDef, col: &Column, v: &Value) -> Result<Value, DvError> {
     if v.is_null() && col.name != def.pk {
         return Ok(Value::Null);
     }
@@ -100,16 +101,16 @@ fn checked(def: &EntityDef, col: &Column, v: &Value) -> Result<Value, DvError> {
             }
             Ok(v.clone())
         }
-        Kind::Choice(values) => {
+        Kind::Choice(set) => {
             let n = v
                 .as_i64()
                 .ok_or_else(|| conversion(def.set, v, "Edm.Int32"))?;
-            if !values.contains(&n) {
+            if !set.contains(n) {
                 return Err(DvError::choice_out_of_range(
                     &n.to_string(),
                     col.name,
                     def.logical,
-                    values,
+                    &set.values(),
                 ));
             }
             Ok(v.clone())

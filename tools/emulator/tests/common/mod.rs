@@ -119,3 +119,40 @@ pub fn error_code(v: &Value) -> &str {
 pub fn error_message(v: &Value) -> &str {
     v["error"]["message"].as_str().unwrap_or("<none>")
 }
+
+/// The example seed without its start-up fault rules.
+pub fn quiet_seed() -> Seed {
+    let mut seed = example_seed();
+    seed.faults.clear();
+    seed
+}
+
+/// A `$batch` body (boundary `batch_b`) with one top-level create per consent body.
+pub fn batch_of_creates(bodies: &[Value]) -> String {
+    let mut s = String::new();
+    for b in bodies {
+        s.push_str(&format!(
+            "--batch_b\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nPOST /api/data/v9.2/{CONSENTS} HTTP/1.1\r\nContent-Type: application/json; type=entry\r\n\r\n{b}\r\n"
+        ));
+    }
+    s.push_str("--batch_b--\r\n");
+    s
+}
+
+impl Env {
+    /// Posts a `$batch` body built with [`batch_of_creates`] (continue-on-error).
+    pub async fn post_batch(&self, body: String) -> Response {
+        self.dv(reqwest::Method::POST, "$batch")
+            .header("Content-Type", "multipart/mixed; boundary=batch_b")
+            .header("Prefer", "odata.continue-on-error")
+            .body(body)
+            .send()
+            .await
+            .expect("send batch")
+    }
+
+    /// `/_emulator/...` URL.
+    pub fn admin(&self, rel: &str) -> String {
+        format!("{}/_emulator/{rel}", self.emu.base_url())
+    }
+}

@@ -1,8 +1,13 @@
 //! Log setup: JSON lines when Lambda's advanced logging asks for them
 //! (`AWS_LAMBDA_LOG_FORMAT=JSON`), plain text otherwise; the level comes from
-//! `AWS_LAMBDA_LOG_LEVEL`, then `RUST_LOG`, then `info`.
+//! `AWS_LAMBDA_LOG_LEVEL`, then `RUST_LOG`, then `info`. Metrics are EMF lines
+//! on stdout ([`metrics`]).
+
+pub mod json;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::JsonFields;
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init() {
@@ -16,13 +21,12 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // CloudWatch stamps each line itself; the JSON form keeps a timestamp
-    // field because Lambda's JSON log format expects one.
+    // field because Lambda's JSON log format expects one, and puts the
+    // invocation's requestId / xrayTraceId on every line (json::FlatJson).
     if json {
         builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
+            .fmt_fields(JsonFields::new())
+            .event_format(json::FlatJson)
             .init();
     } else {
         builder.with_ansi(false).with_target(false).init();
