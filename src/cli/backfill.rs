@@ -262,7 +262,13 @@ async fn process_page(
             SourceItem::User { origin, user } => {
                 match serde_json::from_value::<DidomiUser>(user.clone()) {
                     Err(err) => {
-                        summary.fail(origin.clone(), format!("the user cannot be read: {err}"));
+                        summary.fail(
+                            origin.clone(),
+                            format!(
+                                "the user cannot be read: {}",
+                                crate::redact::mask_emails_in(&err.to_string())
+                            ),
+                        );
                     }
                     Ok(parsed) => match plan_snapshot(None, &parsed, rules) {
                         Err(err) => {

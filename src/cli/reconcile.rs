@@ -276,7 +276,11 @@ fn plan_page(
         match plan {
             Err(err) => {
                 report.failed += 1;
-                eprintln!("cpc-sync: {origin}: {err}");
+                // serde may quote a value, an address among them.
+                eprintln!(
+                    "cpc-sync: {origin}: {}",
+                    crate::redact::mask_emails_in(&err)
+                );
             }
             Ok(plan) => {
                 let comparable = plan.organization_user_id.is_some()

@@ -271,9 +271,11 @@ async fn an_export_with_malformed_lines_reports_each_with_file_and_line_and_proc
     std::fs::write(
         partition.join("part-0001.json"),
         format!(
-            "{}\n{}\n",
+            "{}\n{}\n{}\n",
             json!({"user": all[1], "events": []}),
-            json!({"user": all[2], "events": [{"id": "ev-1"}]})
+            json!({"user": all[2], "events": [{"id": "ev-1"}]}),
+            // A user whose field has the wrong type: serde quotes the value.
+            json!({"id": "u-x", "organization_user_id": "leak@example.com", "version": "leak@example.com"})
         ),
     )
     .unwrap();
@@ -289,16 +291,19 @@ async fn an_export_with_malformed_lines_reports_each_with_file_and_line_and_proc
     .await;
     assert!(run.error.is_none(), "{:?}", run.error);
     let summary = run.summary;
-    assert_eq!((summary.users_read, summary.written), (5, 3));
-    assert_eq!((summary.malformed, summary.failed), (2, 2));
+    assert_eq!((summary.users_read, summary.written), (6, 3));
+    assert_eq!((summary.malformed, summary.failed), (2, 3));
     let places: Vec<&str> = summary.failures.iter().map(|f| f.at.as_str()).collect();
     assert_eq!(
         places,
         [
             "export-id=e1/date=2025-06-02/users/part-0000.json.gz:2",
-            "export-id=e1/date=2025-06-02/users/part-0000.json.gz:4"
+            "export-id=e1/date=2025-06-02/users/part-0000.json.gz:4",
+            "export-id=e1/date=2025-06-02/users/part-0001.json:3"
         ]
     );
+    let text = serde_json::to_string(&summary.failures).unwrap();
+    assert!(!text.contains("leak@"), "{text}");
 }
 
 #[tokio::test]
