@@ -33,7 +33,7 @@ use crate::domain::writes::TargetProblem;
 use crate::lambda::handler::Handler;
 use crate::lambda::redelivery::Redelivery;
 use crate::redact::{SecretString, derive_log_hash_key, mask_personal_in, set_log_hash_key};
-use crate::service::{MetadataError, SyncService};
+use crate::service::{MetadataError, SyncService, describe_problems as describe};
 use crate::telemetry::metrics::Metrics;
 
 /// Time kept back from each invocation's deadline to report unfinished
@@ -109,14 +109,6 @@ pub async fn report_init_error(error: &InitError) {
     if let Err(err) = sent {
         warn!(error = %err, "could not report the init error to the Lambda Runtime API");
     }
-}
-
-fn describe(problems: &[TargetProblem]) -> String {
-    problems
-        .iter()
-        .map(|problem| format!("{}: {}", problem.target, problem.problem))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Builds the function's handler from the environment: reads the secret,

@@ -50,7 +50,8 @@ impl<E: StoreError> MetadataError<E> {
     }
 }
 
-fn describe(problems: &[TargetProblem]) -> String {
+/// The problems as one line: `<target>: <problem>; …`.
+pub(crate) fn describe(problems: &[TargetProblem]) -> String {
     problems
         .iter()
         .map(|problem| format!("{}: {}", problem.target, problem.problem))

@@ -26,6 +26,7 @@ use crate::domain::writes::{
     ContactPoints, PlannedMessage, PlanningContext, Tally, WritePlan, contact_points, plan_writes,
 };
 
+pub(crate) use metadata::describe as describe_problems;
 pub use metadata::{Metadata, MetadataError};
 pub use store::{ConsentStore, StoreError};
 

@@ -117,12 +117,17 @@ impl ConsentStore for FakeStore {
 const PURPOSE: Uuid = Uuid::from_u128(0x1000_0000_0000_0000_0000_0000_0000_0003);
 
 fn config(upsert_mode: bool) -> Arc<IntegrationConfig> {
+    config_edited(|document| document["upsert_mode"] = upsert_mode.into())
+}
+
+/// The fixture configuration with `edit` applied to its document.
+fn config_edited(edit: impl FnOnce(&mut serde_json::Value)) -> Arc<IntegrationConfig> {
     let mut document: serde_json::Value = serde_json::from_str(include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/integration-config.json"
     )))
     .unwrap();
-    document["upsert_mode"] = upsert_mode.into();
+    edit(&mut document);
     Arc::new(
         IntegrationConfig::from_document(&document, false)
             .unwrap()
@@ -438,18 +443,10 @@ async fn an_opt_out_for_an_address_without_a_contact_is_written_for_the_address(
 
 #[tokio::test]
 async fn opt_outs_without_a_contact_can_be_turned_off() {
-    let document = serde_json::from_str::<serde_json::Value>(include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/integration-config.json"
-    )))
-    .unwrap();
-    let mut document = document;
-    document["properties"]["write_opt_outs_without_contact"] = serde_json::json!(false);
-    let config = IntegrationConfig::from_document(&document, false)
-        .unwrap()
-        .config;
-    let service =
-        SyncService::new(FakeStore::default(), Arc::new(config)).with_metadata(metadata());
+    let config = config_edited(|document| {
+        document["properties"]["write_opt_outs_without_contact"] = serde_json::json!(false)
+    });
+    let service = SyncService::new(FakeStore::default(), config).with_metadata(metadata());
     let outcomes = service
         .process(
             &[opt_out_plan("nobody.yet@example.com", "ev-1")],
@@ -565,19 +562,13 @@ async fn metadata_is_read_on_first_use_and_kept() {
         contacts: vec![contact("a@example.com")],
         ..FakeStore::default()
     };
-    let mut document: serde_json::Value = serde_json::from_str(include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/integration-config.json"
-    )))
-    .unwrap();
     // Only the target the fake catalogue has.
-    document["mappings"] = serde_json::json!([
-        {"id": format!("purpose:{PURPOSE}"), "value": "marketing-communications-Xk3Pq9"}
-    ]);
-    let config = IntegrationConfig::from_document(&document, false)
-        .unwrap()
-        .config;
-    let service = SyncService::new(store, Arc::new(config));
+    let config = config_edited(|document| {
+        document["mappings"] = serde_json::json!([
+            {"id": format!("purpose:{PURPOSE}"), "value": "marketing-communications-Xk3Pq9"}
+        ])
+    });
+    let service = SyncService::new(store, config);
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     for event in ["ev-1", "ev-2"] {
         let outcomes = service
