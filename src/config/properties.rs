@@ -10,6 +10,7 @@ use super::errors::ConfigError;
 use crate::domain::cpc::{SOURCE_INTERNAL, SOURCE_OPTIONS};
 use crate::domain::didomi::WebhookKind;
 use crate::domain::mapping::{MappingRules, ValueOwners};
+use crate::domain::reverse::ReverseSettings;
 
 /// Default for `properties.regulations`.
 pub const DEFAULT_REGULATIONS: [&str; 1] = ["gdpr"];
@@ -36,6 +37,8 @@ pub struct Properties {
     /// webhook is refused (a wrong clock or a typo'd year would otherwise
     /// freeze the row against every later choice).
     pub max_clock_skew_seconds: u32,
+    /// `properties.reverse_sync`: which Dynamics edits go back to Didomi.
+    pub reverse_sync: ReverseSettings,
 }
 
 /// Default for `properties.max_clock_skew_seconds`: 5 minutes.
@@ -49,6 +52,7 @@ impl Default for Properties {
             consent_source: SOURCE_INTERNAL,
             write_opt_outs_without_contact: true,
             max_clock_skew_seconds: DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+            reverse_sync: ReverseSettings::default(),
         }
     }
 }
@@ -66,7 +70,7 @@ fn default_rules() -> MappingRules {
     }
 }
 
-const KNOWN_KEYS: [&str; 8] = [
+const KNOWN_KEYS: [&str; 9] = [
     "regulations",
     "webhook_types",
     "contact_match_field",
@@ -75,6 +79,7 @@ const KNOWN_KEYS: [&str; 8] = [
     "value_preferences",
     "write_opt_outs_without_contact",
     "max_clock_skew_seconds",
+    "reverse_sync",
 ];
 
 /// Reads `properties`, pushing problems into `errors` and unknown keys into
@@ -200,7 +205,62 @@ pub(super) fn parse_properties(
             "must be an object of preference value id → preference id",
         )),
     }
+    if let Some(raw) = object.get("reverse_sync") {
+        parse_reverse_sync(raw, &mut properties.reverse_sync, errors);
+    }
     (properties, rules)
+}
+
+/// `properties.reverse_sync`: `{"sources": [names or numbers], "opt_ins": bool}`.
+fn parse_reverse_sync(raw: &Value, settings: &mut ReverseSettings, errors: &mut Vec<ConfigError>) {
+    let object = match raw {
+        Value::Null => return,
+        Value::Object(object) => object,
+        _ => {
+            errors.push(ConfigError::new(
+                "properties.reverse_sync",
+                "must be an object {\"sources\": [...], \"opt_ins\": false}",
+            ));
+            return;
+        }
+    };
+    match object.get("sources") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            let mut sources = BTreeSet::new();
+            for (index, item) in items.iter().enumerate() {
+                match parse_source(item) {
+                    Some(source) => {
+                        sources.insert(source);
+                    }
+                    None => errors.push(ConfigError::new(
+                        format!("properties.reverse_sync.sources[{index}]"),
+                        format!(
+                            "{item} is not an msdynmkt_source option; use one of {}",
+                            SOURCE_OPTIONS
+                                .iter()
+                                .map(|(_, name)| *name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                }
+            }
+            settings.sources = sources;
+        }
+        Some(_) => errors.push(ConfigError::new(
+            "properties.reverse_sync.sources",
+            "must be a list of msdynmkt_source names or numbers",
+        )),
+    }
+    match object.get("opt_ins") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(flag)) => settings.opt_ins = *flag,
+        Some(_) => errors.push(ConfigError::new(
+            "properties.reverse_sync.opt_ins",
+            "must be true or false",
+        )),
+    }
 }
 
 /// Dataverse logical names: they are spliced into OData queries, so only the

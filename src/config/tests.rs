@@ -550,3 +550,44 @@ fn loopback_http_authority_needs_allow_insecure_http() {
     ]);
     assert!(env.is_ok());
 }
+
+#[test]
+fn reverse_sync_defaults_to_end_user_sources_and_opt_outs_only() {
+    let config = load(&document()).unwrap().config;
+    let settings = &config.properties.reverse_sync;
+    assert!(!settings.opt_ins);
+    assert_eq!(
+        settings.sources.iter().copied().collect::<Vec<_>>(),
+        [534_120_001, 534_120_004, 534_120_006, 534_120_007]
+    );
+}
+
+#[test]
+fn reverse_sync_sources_and_opt_ins_are_read_and_checked() {
+    let doc = with(
+        document(),
+        "/properties",
+        json!({"reverse_sync": {"sources": ["email_list_unsubscribe", 534120005], "opt_ins": true}}),
+    );
+    let config = load(&doc).unwrap().config;
+    let settings = &config.properties.reverse_sync;
+    assert!(settings.opt_ins);
+    assert_eq!(
+        settings.sources.iter().copied().collect::<Vec<_>>(),
+        [534_120_005, 534_120_007]
+    );
+    let bad = with(
+        document(),
+        "/properties",
+        json!({"reverse_sync": {"sources": ["carrier_pigeon"], "opt_ins": "yes"}}),
+    );
+    let errors = errors_of(&bad);
+    assert!(
+        errors.mentions("properties.reverse_sync.sources[0]"),
+        "{errors:?}"
+    );
+    assert!(
+        errors.mentions("properties.reverse_sync.opt_ins"),
+        "{errors:?}"
+    );
+}
