@@ -1,7 +1,8 @@
 //! `cpc-sync`: the operator CLI. `plan` prints what the function would write
 //! for a configuration and an event, without any network access; `backfill`
 //! loads Didomi's current consents into Dataverse (see `cli::backfill`);
-//! `reconcile` compares Didomi with Dataverse and repairs (`cli::reconcile`).
+//! `reconcile` compares Didomi with Dataverse and repairs (`cli::reconcile`);
+//! `reverse-sync --once` sends Dynamics edits to Didomi (`cli::reverse`).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ usage:
   cpc-sync reconcile [--config FILE] [--from-export DIR] [--output FILE]
                      [--show-addresses] [--repair] [--no-progress]
                                              compare Didomi with Dataverse (and repair)
+  cpc-sync reverse-sync --once [--config FILE] [--dry-run] [--watermark FILE]
+                                             one pass of Dynamics edits to Didomi
 
 FILE may be - for standard input. --event accepts a bare Didomi webhook,
 an SQS batch event or an API Gateway HTTP API request.
@@ -37,6 +40,14 @@ reconcile prints one JSON line per drifting (or contact-less) (address, target)
 summary table on stderr. --repair writes missing_in_dynamics and
 differs_didomi_newer (never differs_dynamics_newer) and re-reads. Its exit
 status: 0 in sync, 3 drift found, 2 bad usage or configuration, 1 failure.
+
+reverse-sync --once reads the Email consent rows changed since the watermark
+(FILE, JSON {\"modifiedon\": …}; none: from the beginning) by anyone but the
+function's application user, and posts one Didomi consent event per row
+(README, Dynamics → Didomi). --dry-run prints the events as JSON lines
+instead and keeps the watermark. Rows that cannot be expressed are printed as
+{\"row\", \"not_expressible\"} lines; the summary is JSON on stderr. The watermark
+moves only after Didomi accepted every event.
 
 exit status: 0 all planned/done, 1 some webhook rejected or users failed,
 2 bad usage, configuration or input file";
@@ -66,6 +77,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             options,
             &["--config", "--from-export", "--output"],
             &["--show-addresses", "--repair", "--no-progress"],
+        )?),
+        "reverse-sync" => reverse_sync(&Flags::parse(
+            options,
+            &["--config", "--watermark"],
+            &["--once", "--dry-run"],
         )?),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
@@ -364,6 +380,59 @@ fn reconcile(flags: &Flags) -> Result<ExitCode, String> {
             Err(err) if err.is_configuration() => Err(err.to_string()),
             Err(err) => {
                 eprintln!("cpc-sync: reconcile stopped: {err}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+fn reverse_sync(flags: &Flags) -> Result<ExitCode, String> {
+    use didomi_cpc_sync::cli::reverse::{self, ReverseOptions};
+    use didomi_cpc_sync::cli::setup;
+
+    if !flags.has("--once") {
+        return Err(format!(
+            "reverse-sync runs one pass and needs --once (a scheduled loop is not built)\n{USAGE}"
+        ));
+    }
+    let options = ReverseOptions {
+        dry_run: flags.has("--dry-run"),
+        watermark: flags.value("--watermark").map(std::path::PathBuf::from),
+    };
+    let didomi_url = std::env::var("DIDOMI_API_URL").ok();
+    runtime()?.block_on(async {
+        let loaded = setup::load(flags.value("--config").map(std::path::Path::new))
+            .await
+            .map_err(|err| err.to_string())?;
+        let didomi =
+            setup::didomi_client(&loaded, didomi_url.as_deref()).map_err(|e| e.to_string())?;
+        let dataverse = setup::dataverse_client(&loaded);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let own_user = match dataverse.who_am_i(deadline).await {
+            Ok(user) => user,
+            Err(err) => {
+                eprintln!("cpc-sync: reverse-sync stopped: WhoAmI: {err}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        match reverse::run_once(
+            &dataverse,
+            &didomi,
+            &loaded.config,
+            own_user,
+            &options,
+            &mut out,
+        )
+        .await
+        {
+            Ok(summary) => {
+                eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(err) if err.is_configuration() => Err(err.to_string()),
+            Err(err) => {
+                eprintln!("cpc-sync: reverse-sync stopped (watermark kept): {err}");
                 Ok(ExitCode::FAILURE)
             }
         }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::domain::cpc::ConsentRow;
 use crate::domain::decision::{ConsentValue, Target};
-use crate::domain::didomi::Consents;
+use crate::domain::didomi::{Consents, PurposeChoice, SelectedValues};
 use crate::domain::mapping::{Mapping, Selector};
 
 /// The product name carried in `metadata.origin` and `delegate.id` of every
@@ -68,6 +68,10 @@ pub enum Ignored {
     /// An opt-in while `properties.reverse_sync.opt_ins` is false.
     #[error("an opt-in, and properties.reverse_sync.opt_ins is false")]
     OptIn,
+    /// The row is inactive (`statecode` 1): a superseded record, not the
+    /// person's current choice.
+    #[error("the row is inactive")]
+    Inactive,
     /// `msdynmkt_value` is Not Set (or unknown).
     #[error("msdynmkt_value is Not Set")]
     NotSet,
@@ -194,6 +198,9 @@ pub fn plan_row(
     {
         return RowPlan::Ignored(Ignored::Source(changed.source));
     }
+    if row.state != 0 {
+        return RowPlan::Ignored(Ignored::Inactive);
+    }
     let enabled = match row.value {
         None => return RowPlan::Ignored(Ignored::NotSet),
         Some(ConsentValue::OptedOut) => false,
@@ -319,6 +326,47 @@ pub fn build_event(
         "delegate": {"id": ORIGIN, "name": "Dynamics 365 (didomi-cpc-sync reverse sync)"},
         "metadata": {"origin": ORIGIN, "row": row.id.to_string()},
     }))
+}
+
+/// Applies a posted change to the user's consents held in memory, so the
+/// next row of the same user in the same pass starts from what Didomi will
+/// hold (two values removed in one pass both stay removed).
+pub fn apply(consents: &mut Consents, change: &Change) {
+    let id = match change {
+        Change::Purpose { purpose, .. } | Change::Value { purpose, .. } => purpose,
+    };
+    let index = match consents.purposes.iter().position(|p| &p.id == id) {
+        Some(index) => index,
+        None => {
+            consents.purposes.push(PurposeChoice {
+                id: id.clone(),
+                ..PurposeChoice::default()
+            });
+            consents.purposes.len() - 1
+        }
+    };
+    let purpose = &mut consents.purposes[index];
+    match change {
+        Change::Purpose { enabled, .. } => purpose.enabled = Some(*enabled),
+        Change::Value {
+            preference,
+            value,
+            selected,
+            ..
+        } => {
+            let mut values: Vec<String> = purpose
+                .selection(preference)
+                .map(<[String]>::to_vec)
+                .unwrap_or_default();
+            values.retain(|v| v != value);
+            if *selected {
+                values.push(value.clone());
+            }
+            purpose
+                .values
+                .insert(preference.clone(), SelectedValues::of(values));
+        }
+    }
 }
 
 /// True when a Didomi event's `metadata.origin` or `delegate.id` names this
@@ -470,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn own_writes_unlisted_sources_opt_ins_and_not_set_are_ignored() {
+    fn own_writes_unlisted_sources_inactive_rows_opt_ins_and_not_set_are_ignored() {
         let settings = ReverseSettings::default();
         let mut ours = row(false, Some(ConsentValue::OptedOut), Some(UNSUBSCRIBE));
         ours.row.modified_by = Some(own());
@@ -487,6 +535,12 @@ mod tests {
         );
         let opt_in = row(false, Some(ConsentValue::OptedIn), Some(UNSUBSCRIBE));
         assert_eq!(plan(&opt_in, &settings), RowPlan::Ignored(Ignored::OptIn));
+        let mut inactive = row(false, Some(ConsentValue::OptedOut), Some(UNSUBSCRIBE));
+        inactive.row.state = 1;
+        assert_eq!(
+            plan(&inactive, &settings),
+            RowPlan::Ignored(Ignored::Inactive)
+        );
         let not_set = row(false, None, Some(UNSUBSCRIBE));
         assert_eq!(plan(&not_set, &settings), RowPlan::Ignored(Ignored::NotSet));
     }
@@ -534,6 +588,51 @@ mod tests {
         assert_ne!(event_id(id, at), event_id(id, later));
         assert_ne!(event_id(id, at), event_id(Uuid::from_u128(8), at));
         assert_eq!(event_id(id, at).get_version_num(), 5);
+    }
+
+    #[test]
+    fn two_values_removed_in_one_pass_both_stay_removed() {
+        let changed = row(true, Some(ConsentValue::OptedOut), Some(UNSUBSCRIBE));
+        let mut current = consents(json!({"purposes": [{"id": "newsletter",
+            "values": {"topics": {"value": "news,sports,music"}}}]}));
+        let remove = |value: &str| Change::Value {
+            purpose: "newsletter".into(),
+            preference: "topics".into(),
+            value: value.into(),
+            selected: false,
+        };
+        let first = build_event(
+            &changed.row,
+            "jane@example.com",
+            &remove("sports"),
+            Some(&current),
+        )
+        .unwrap();
+        apply(&mut current, &remove("sports"));
+        let second = build_event(
+            &changed.row,
+            "jane@example.com",
+            &remove("music"),
+            Some(&current),
+        )
+        .unwrap();
+        assert_eq!(
+            first["consents"]["purposes"][0]["values"]["topics"]["value"],
+            "news,music"
+        );
+        assert_eq!(
+            second["consents"]["purposes"][0]["values"]["topics"]["value"],
+            "news"
+        );
+        let mut empty = Consents::default();
+        apply(
+            &mut empty,
+            &Change::Purpose {
+                purpose: "p".into(),
+                enabled: false,
+            },
+        );
+        assert_eq!(empty.purposes[0].enabled, Some(false));
     }
 
     #[test]

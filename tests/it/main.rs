@@ -22,6 +22,7 @@ mod odata_props;
 mod races;
 mod reconcile;
 mod replay_order;
+mod reverse_sync;
 mod round_trips;
 mod secrets_moto;
 mod security;

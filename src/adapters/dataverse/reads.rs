@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{Method, Url};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -13,6 +14,7 @@ use super::send::Request;
 use super::wire::{self, CONSENT_SET, CONTACT_SET, PURPOSE_SET, TOPIC_SET};
 use super::{DataverseClient, DataverseError, ErrorKind, Inner, odata, protocol};
 use crate::domain::cpc::{CHANNEL_EMAIL, ConsentRow, Contact, Purpose, Topic};
+use crate::domain::reverse::ChangedRow;
 
 /// Most pages followed for one query; a server that keeps sending nextLinks
 /// beyond this is looping, and an endless loop is worse than an error.
@@ -100,6 +102,48 @@ impl DataverseClient {
             "Dataverse consent rows queried"
         );
         Ok(consents)
+    }
+
+    /// Email-channel consent rows changed at or after `since` by anyone but
+    /// `own_user` (reverse sync), oldest first, every page followed; each
+    /// with its `msdynmkt_source`.
+    pub async fn changed_consent_rows(
+        &self,
+        since: DateTime<Utc>,
+        own_user: Uuid,
+        deadline: Instant,
+    ) -> Result<Vec<ChangedRow>, DataverseError> {
+        const OPERATION: &str = "query changed consent rows";
+        let mut select = wire::CONSENT_SELECT.to_vec();
+        select.push(wire::CONSENT_SOURCE_COLUMN);
+        let filter = format!(
+            "{} eq {CHANNEL_EMAIL} and modifiedon ge {} and _modifiedby_value ne {own_user}",
+            wire::CONSENT_CHANNEL_COLUMN,
+            since.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+        let query = format!(
+            "{}&$orderby={}",
+            odata::query_string(&select, Some(&filter)),
+            odata::encode_query_value(&format!("modifiedon asc,{} asc", wire::CONSENT_ID))
+        );
+        let url = self.collection_url(CONSENT_SET, &query)?;
+        let mut seen = HashSet::new();
+        let mut changed = Vec::new();
+        for row in self.inner.get_all(OPERATION, url, deadline).await? {
+            let source = row
+                .get(wire::CONSENT_SOURCE_COLUMN)
+                .and_then(Value::as_i64)
+                .and_then(|n| i32::try_from(n).ok());
+            let row = wire::consent_row(row).map_err(|e| protocol(OPERATION, e))?;
+            if seen.insert(row.id) {
+                changed.push(ChangedRow { row, source });
+            }
+        }
+        tracing::debug!(
+            rows = changed.len(),
+            "Dataverse changed consent rows queried"
+        );
+        Ok(changed)
     }
 
     /// The systemuser id of the application user this client writes as

@@ -47,6 +47,8 @@ pub const CONSENT_SELECT: [&str; 11] = [
 ];
 /// Column holding the contact point value (filtered on).
 pub const CONSENT_VALUE_COLUMN: &str = "msdynmkt_contactpointvalue";
+/// Column holding the source of the last change (reverse sync reads it).
+pub const CONSENT_SOURCE_COLUMN: &str = "msdynmkt_source";
 /// Column holding the channel (filtered on).
 pub const CONSENT_CHANNEL_COLUMN: &str = "msdynmkt_contactpointtype";
 /// Columns read from purposes.

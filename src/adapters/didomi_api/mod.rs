@@ -1,5 +1,6 @@
 //! Didomi REST API client (reference `didomi-api.md`): sessions from a
-//! private API key, and the cursor walk over `GET /consents/users`, with the
+//! private API key, the cursor walk over `GET /consents/users`, and the
+//! reads of one user and `POST /consents/events` (reverse sync), with the
 //! same retry rules as Dataverse: `429` waits `Retry-After` (or the
 //! `RateLimit` reset), `5xx` and transport failures back off with jitter, a
 //! `401` renews the session once, and no wait passes the caller's deadline.
@@ -21,6 +22,9 @@ use crate::config::DidomiApiSettings;
 pub use error::{DidomiApiError, classify_forbidden, error_message};
 pub use paging::{UsersPage, parse_users_page};
 pub use session::{DEFAULT_TOKEN_LIFETIME, RENEW_BEFORE, SessionCache, jwt_lifetime, renew_after};
+
+/// Most events Didomi imports in one `POST /consents/events` array.
+pub const MAX_EVENTS_PER_POST: usize = 100;
 
 /// Client for one organization of the Didomi API.
 pub struct DidomiApiClient {
@@ -85,18 +89,96 @@ impl DidomiApiClient {
         if let Some(cursor) = cursor {
             url.query_pairs_mut().append_pair("$cursor", cursor);
         }
-        let body = self.get(OPERATION, &url, deadline).await?;
+        let body = self.send(OPERATION, &url, None, deadline).await?;
         parse_users_page(&body).map_err(|message| DidomiApiError::Protocol {
             operation: OPERATION.into(),
             message,
         })
     }
 
-    /// GET with the retry rules; the body of the 2xx answer.
-    async fn get(
+    /// The user whose `organization_user_id` is `organization_user_id` (GDPR),
+    /// as JSON; `None` when Didomi has none. When several users share the id
+    /// (Didomi allows it), the one updated last.
+    pub async fn user_by_organization_user_id(
+        &self,
+        organization_user_id: &str,
+        deadline: Instant,
+    ) -> Result<Option<serde_json::Value>, DidomiApiError> {
+        const OPERATION: &str = "GET /consents/users?organization_user_id";
+        let mut url = self.url("/consents/users", OPERATION)?;
+        url.query_pairs_mut()
+            .append_pair("organization_user_id", organization_user_id);
+        let body = self.send(OPERATION, &url, None, deadline).await?;
+        let page = parse_users_page(&body).map_err(|message| DidomiApiError::Protocol {
+            operation: OPERATION.into(),
+            message,
+        })?;
+        let updated = |user: &serde_json::Value| {
+            user.get("updated_at")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(page
+            .users
+            .into_iter()
+            .filter(|user| {
+                user.get("organization_user_id")
+                    .and_then(serde_json::Value::as_str)
+                    == Some(organization_user_id)
+            })
+            .max_by_key(updated))
+    }
+
+    /// `POST /consents/events`: the events in arrays of at most
+    /// [`MAX_EVENTS_PER_POST`], in order. Events carry deterministic ids, so a
+    /// retried post never imports an event twice; a `409` (the id exists
+    /// already, INFERRED: Didomi does not document the status) counts as
+    /// accepted. Returns how many posts were sent; on an error, the events of
+    /// earlier posts were accepted and the rest were not.
+    pub async fn post_events(
+        &self,
+        events: &[serde_json::Value],
+        deadline: Instant,
+    ) -> Result<usize, DidomiApiError> {
+        const OPERATION: &str = "POST /consents/events";
+        let url = self.url("/consents/events", OPERATION)?;
+        let mut posts = 0;
+        for chunk in events.chunks(MAX_EVENTS_PER_POST) {
+            let body = serde_json::to_vec(chunk).map_err(|err| DidomiApiError::Protocol {
+                operation: OPERATION.into(),
+                message: err.to_string(),
+            })?;
+            match self.send(OPERATION, &url, Some(&body), deadline).await {
+                Ok(_) | Err(DidomiApiError::Http { status: 409, .. }) => posts += 1,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(posts)
+    }
+
+    /// `<base><path>?organization_id=…`.
+    fn url(&self, path: &str, operation: &str) -> Result<Url, DidomiApiError> {
+        let mut url = Url::parse(&format!(
+            "{}{path}",
+            self.base.as_str().trim_end_matches('/')
+        ))
+        .map_err(|err| DidomiApiError::Protocol {
+            operation: operation.into(),
+            message: err.to_string(),
+        })?;
+        url.query_pairs_mut()
+            .append_pair("organization_id", &self.organization_id);
+        Ok(url)
+    }
+
+    /// GET (no `body`) or POST (a JSON `body`) with the retry rules; the
+    /// body of the 2xx answer.
+    async fn send(
         &self,
         operation: &str,
         url: &Url,
+        body: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<Vec<u8>, DidomiApiError> {
         let max_attempts = self.policy.max_attempts.max(1);
@@ -105,7 +187,7 @@ impl DidomiApiClient {
         let mut renew = false;
         loop {
             attempt += 1;
-            let error = match self.attempt(operation, url, renew, deadline).await {
+            let error = match self.attempt(operation, url, body, renew, deadline).await {
                 Ok(body) => return Ok(body),
                 Err(error) => error,
             };
@@ -141,6 +223,7 @@ impl DidomiApiClient {
         &self,
         operation: &str,
         url: &Url,
+        body: Option<&[u8]>,
         renew: bool,
         deadline: Instant,
     ) -> Result<Vec<u8>, DidomiApiError> {
@@ -160,9 +243,15 @@ impl DidomiApiClient {
             operation: operation.into(),
             message: err.without_url().to_string(),
         };
-        let response = self
-            .http
-            .get(url.clone())
+        let request = match body {
+            None => self.http.get(url.clone()),
+            Some(body) => self
+                .http
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec()),
+        };
+        let response = request
             .bearer_auth(token.expose())
             .timeout(timeout)
             .send()

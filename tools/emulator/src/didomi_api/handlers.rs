@@ -224,3 +224,145 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
         .parse()
         .ok()
 }
+
+/// `POST /consents/events?organization_id=…`: one event or an array of ≤ 100.
+pub async fn create_events(
+    State(api): State<DidomiApi>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut state = api.lock();
+    state.event_posts += 1;
+    let token = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let valid = token
+        .and_then(|token| state.sessions.get(token))
+        .is_some_and(|(_, expires)| *expires > Instant::now());
+    if !valid {
+        return error(StatusCode::UNAUTHORIZED, "NotAuthenticated", "jwt expired");
+    }
+    if query.get("organization_id") != Some(&state.seed.organization_id) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "organization_id is missing or not accessible",
+        );
+    }
+    if !state.post_failures.is_empty() {
+        let status = state.post_failures.remove(0);
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = error(code, "GeneralError", "injected failure");
+        if status == 429 {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("0"));
+        }
+        return response;
+    }
+    let events = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(events)) => events,
+        Ok(event @ Value::Object(_)) => vec![event],
+        _ => return error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid JSON body"),
+    };
+    if events.len() > 100 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "at most 100 events per request",
+        );
+    }
+    let mut created = Vec::new();
+    for mut event in events {
+        let id = event.get("id").and_then(Value::as_str).map(str::to_string);
+        if id.is_some()
+            && state
+                .events
+                .iter()
+                .any(|known| known.get("id").and_then(Value::as_str) == id.as_deref())
+        {
+            continue;
+        }
+        let id = id.unwrap_or_else(|| format!("emulated-event-{}", state.events.len() + 1));
+        event["id"] = json!(id);
+        event["organization_id"] = json!(state.seed.organization_id);
+        event["status"] = json!("confirmed");
+        apply_event(&mut state.seed.users, &event);
+        state.events.push(event.clone());
+        created.push(event);
+    }
+    Json(Value::Array(created)).into_response()
+}
+
+/// Merges an event into its user (by `organization_user_id`), creating the user if missing.
+fn apply_event(users: &mut Vec<Value>, event: &Value) {
+    let Some(organization_user_id) = event
+        .pointer("/user/organization_user_id")
+        .and_then(Value::as_str)
+    else {
+        return;
+    };
+    let at = event
+        .get("created_at")
+        .cloned()
+        .unwrap_or_else(|| json!("1970-01-01T00:00:00Z"));
+    let index = match users.iter().position(|user| {
+        user.get("organization_user_id").and_then(Value::as_str) == Some(organization_user_id)
+    }) {
+        Some(index) => index,
+        None => {
+            users.push(json!({
+                "id": format!("emulated-user-{}", users.len() + 1),
+                "organization_user_id": organization_user_id,
+                "version": 0,
+                "consents": {"purposes": []},
+            }));
+            users.len() - 1
+        }
+    };
+    let user = &mut users[index];
+    let version = user.get("version").and_then(Value::as_u64).unwrap_or(0);
+    user["version"] = json!(version + 1);
+    user["updated_at"] = at;
+    if !user["consents"]["purposes"].is_array() {
+        user["consents"]["purposes"] = json!([]);
+    }
+    let Some(purposes) = event
+        .pointer("/consents/purposes")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    let held = user["consents"]["purposes"]
+        .as_array_mut()
+        .expect("purposes is an array");
+    for purpose in purposes {
+        let Some(id) = purpose.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let slot = match held
+            .iter()
+            .position(|p| p.get("id").and_then(Value::as_str) == Some(id))
+        {
+            Some(slot) => slot,
+            None => {
+                held.push(json!({"id": id}));
+                held.len() - 1
+            }
+        };
+        let target = &mut held[slot];
+        if let Some(enabled) = purpose.get("enabled").filter(|v| !v.is_null()) {
+            target["enabled"] = enabled.clone();
+        }
+        if let Some(values) = purpose.get("values").and_then(Value::as_object) {
+            if !target["values"].is_object() {
+                target["values"] = json!({});
+            }
+            for (preference, selection) in values {
+                target["values"][preference] = selection.clone();
+            }
+        }
+    }
+}

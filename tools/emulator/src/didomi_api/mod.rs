@@ -5,7 +5,11 @@
 //! GDPR users unless `regulation` says otherwise), Didomi's error body
 //! (`{"code","name","message","errors"}`), 401 for missing or expired
 //! tokens, 403 for a key without the Consents API or the organization, and
-//! 429 with `Retry-After`, `RateLimit` and `RateLimit-Policy` headers.
+//! 429 with `Retry-After`, `RateLimit` and `RateLimit-Policy` headers, and
+//! `POST /consents/events` (one event or an array of ≤ 100; an `id` seen
+//! before is skipped; each event is merged into its user by
+//! `organization_user_id`, created if missing: purposes' `enabled` and
+//! `values` per preference replace what the user had).
 
 mod handlers;
 mod seed;
@@ -39,6 +43,9 @@ struct DidomiState {
     user_reads: u64,
     throttled: u64,
     next_token: u64,
+    events: Vec<Value>,
+    event_posts: u64,
+    post_failures: Vec<u16>,
 }
 
 /// The Didomi API emulation: cheap to clone, every clone shares the state.
@@ -60,6 +67,9 @@ impl DidomiApi {
                 user_reads: 0,
                 throttled: 0,
                 next_token: 1,
+                events: Vec::new(),
+                event_posts: 0,
+                post_failures: Vec::new(),
             })),
         }
     }
@@ -69,6 +79,7 @@ impl DidomiApi {
         Router::new()
             .route("/sessions", post(handlers::create_session))
             .route("/consents/users", get(handlers::list_users))
+            .route("/consents/events", post(handlers::create_events))
             .with_state(self.clone())
     }
 
@@ -115,6 +126,22 @@ impl DidomiApi {
     /// Requests answered 429.
     pub fn throttled(&self) -> u64 {
         self.lock().throttled
+    }
+
+    /// The consent events imported by `POST /consents/events`, in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.lock().events.clone()
+    }
+
+    /// `POST /consents/events` requests answered (any status).
+    pub fn event_posts(&self) -> u64 {
+        self.lock().event_posts
+    }
+
+    /// Answers the next `POST /consents/events` requests with these statuses
+    /// (429 with `Retry-After: 0`, or a 5xx), one each, importing nothing.
+    pub fn fail_event_posts(&self, statuses: &[u16]) {
+        self.lock().post_failures.extend_from_slice(statuses);
     }
 
     /// Sets the page size.

@@ -1,0 +1,269 @@
+//! `cpc-sync reverse-sync --once` against the emulator (Dataverse and the
+//! Didomi API in one process): a UI-style unsubscribe becomes exactly one
+//! Didomi event that keeps the user's other preference values, a re-run posts
+//! nothing, our own writes and unlisted sources are ignored, an unmappable row
+//! is reported, a dry run posts nothing, and a failed post keeps the watermark.
+
+use std::path::Path;
+
+use cpc_emulator::{Emulator, EmulatorHandle, Seed};
+use didomi_cpc_sync::adapters::didomi_api::DidomiApiClient;
+use didomi_cpc_sync::adapters::http::http_client;
+use didomi_cpc_sync::cli::reverse::{
+    ReverseError, ReverseOptions, ReverseSummary, Watermark, read_watermark, run_once,
+    write_watermark,
+};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::support::didomi::{self, settings};
+use crate::support::inprocess::{client_for, config_for, fast_policy};
+use crate::support::scratch;
+
+const SET: &str = "msdynmkt_contactpointconsent4s";
+const PURPOSE: &str = "10000000-0000-0000-0000-000000000003";
+/// Fed by `<purpose>/<Topics>/v-news`: reversible.
+const NEWS_TOPIC: &str = "23db4a4d-ba9f-f011-bbd3-6045bd194648";
+/// Fed by `<Topics>/v-offers` (no purpose): not reversible.
+const OFFERS_TOPIC: &str = "5b1c9e1a-7f3d-4c2a-9e8b-2d4f6a8c0e13";
+const PURPOSE_ROW: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const NEWS_ROW: &str = "aaaaaaaa-0000-4000-8000-000000000002";
+const OFFERS_ROW: &str = "aaaaaaaa-0000-4000-8000-000000000003";
+const OPTED_OUT: i64 = 534_120_002;
+const UNSUBSCRIBE: i64 = 534_120_007;
+const INTERNAL: i64 = 534_120_000;
+/// A person editing in the Dynamics UI.
+const PERSON: &str = "0b0b0b0b-1111-4222-8333-444444444444";
+
+fn row(id: &str, topic: Option<&str>) -> Value {
+    json!({
+        "msdynmkt_contactpointconsent4id": id,
+        "msdynmkt_contactpointvalue": "user0@example.com", "msdynmkt_contactpointtype": 534120000,
+        "msdynmkt_contactpointconsenttype": if topic.is_some() { 534120001 } else { 534120000 },
+        "msdynmkt_value": 534120001, "_msdynmkt_purposeid_value": PURPOSE,
+        "_msdynmkt_topicid_value": topic, "msdynmkt_source": INTERNAL,
+        "msdynmkt_logicalreason": 534119999, "msdynmkt_reason": "seed",
+        "createdon": "2024-03-01T00:00:00Z", "modifiedon": "2024-03-01T00:00:00Z"})
+}
+
+/// user0 opted in to the purpose with v-news and v-offers in Didomi, and
+/// opted-in purpose, News and Offers rows in Dynamics.
+fn seed() -> Seed {
+    let users = vec![didomi::user(
+        0,
+        true,
+        "v-news,v-offers",
+        "2025-06-01T12:00:00.000Z",
+    )];
+    let mut seed = didomi::seed(1, didomi::didomi_section(users, |_| {}));
+    for row in [
+        row(PURPOSE_ROW, None),
+        row(NEWS_ROW, Some(NEWS_TOPIC)),
+        row(OFFERS_ROW, Some(OFFERS_TOPIC)),
+    ] {
+        seed.consents.push(serde_json::from_value(row).unwrap());
+    }
+    seed
+}
+
+/// A person's edit in the Dynamics UI: opted out, from `source`.
+fn unsubscribe(emulator: &EmulatorHandle, row: &str, source: i64, by: &str) {
+    emulator
+        .edit_row(
+            SET,
+            row,
+            json!({"msdynmkt_value": OPTED_OUT, "msdynmkt_source": source}),
+            Some(by),
+        )
+        .unwrap();
+}
+
+struct Pass {
+    result: Result<ReverseSummary, ReverseError>,
+    lines: Vec<Value>,
+}
+
+async fn pass(emulator: &EmulatorHandle, dry_run: bool, watermark: &Path) -> Pass {
+    let config = config_for(emulator, |_| {});
+    let dataverse = client_for(emulator, &config, fast_policy());
+    let own_user = own_user(emulator).await;
+    let didomi = DidomiApiClient::new(http_client(), &settings(emulator, |_| {}), fast_policy());
+    let options = ReverseOptions {
+        dry_run,
+        watermark: Some(watermark.to_path_buf()),
+    };
+    let mut out = Vec::new();
+    let result = run_once(&dataverse, &didomi, &config, own_user, &options, &mut out).await;
+    let lines = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    Pass { result, lines }
+}
+
+async fn own_user(emulator: &EmulatorHandle) -> Uuid {
+    let config = config_for(emulator, |_| {});
+    client_for(emulator, &config, fast_policy())
+        .who_am_i(Instant::now() + std::time::Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
+fn didomi_user0(emulator: &EmulatorHandle) -> Value {
+    emulator
+        .didomi()
+        .users()
+        .into_iter()
+        .find(|user| user["organization_user_id"] == "user0@example.com")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_ui_unsubscribe_posts_one_event_that_keeps_the_other_values_and_a_rerun_posts_nothing() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-once");
+    let watermark = dir.join("watermark.json");
+    unsubscribe(&emulator, NEWS_ROW, UNSUBSCRIBE, PERSON);
+    let first = pass(&emulator, false, &watermark).await;
+    let summary = first.result.unwrap();
+    assert_eq!(summary.events, 1, "{summary:?}");
+    assert_eq!(summary.posts, 1);
+    let events = emulator.didomi().events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["user"]["organization_user_id"], "user0@example.com");
+    assert_eq!(
+        event["consents"]["purposes"],
+        json!([{"id": didomi::PURPOSE, "values": {didomi::TOPICS: {"value": "v-offers"}}}])
+    );
+    assert_eq!(event["metadata"]["origin"], "didomi-cpc-sync");
+    assert_eq!(event["metadata"]["row"], NEWS_ROW);
+    // Didomi's state: v-news removed, v-offers and the purpose kept.
+    let user = didomi_user0(&emulator);
+    let purpose = &user["consents"]["purposes"][0];
+    assert_eq!(purpose["values"][didomi::TOPICS]["value"], "v-offers");
+    assert_eq!(purpose["enabled"], true);
+    // The watermark is the edit's modifiedon.
+    let edited = emulator
+        .consents()
+        .into_iter()
+        .find(|row| row["msdynmkt_contactpointconsent4id"] == NEWS_ROW)
+        .unwrap();
+    let mark = read_watermark(&watermark).unwrap().unwrap();
+    assert_eq!(
+        mark.modifiedon,
+        edited["modifiedon"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    );
+
+    // A re-run re-reads the edit (overlap) and posts nothing.
+    let posts = emulator.didomi().event_posts();
+    let second = pass(&emulator, false, &watermark).await.result.unwrap();
+    assert_eq!(second.events, 0, "{second:?}");
+    assert_eq!(emulator.didomi().events().len(), 1);
+    assert!(emulator.didomi().event_posts() <= posts + 1);
+    // Even with the watermark gone, the same edit is not imported twice.
+    std::fs::remove_file(&watermark).unwrap();
+    let third = pass(&emulator, false, &watermark).await.result.unwrap();
+    assert_eq!(third.events, 0, "{third:?}");
+    assert_eq!(emulator.didomi().events().len(), 1);
+}
+
+#[tokio::test]
+async fn own_writes_and_unlisted_sources_are_ignored() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-ignored");
+    let watermark = dir.join("watermark.json");
+    let own = own_user(&emulator).await.to_string();
+    unsubscribe(&emulator, PURPOSE_ROW, UNSUBSCRIBE, &own);
+    unsubscribe(&emulator, NEWS_ROW, INTERNAL, PERSON);
+    let summary = pass(&emulator, false, &watermark).await.result.unwrap();
+    assert_eq!(summary.events, 0, "{summary:?}");
+    assert!(emulator.didomi().events().is_empty());
+    // Our own write is not even read (`_modifiedby_value ne <own user>`); the
+    // Internal edit (and the Internal seed rows) are read and ignored by source.
+    assert_eq!(summary.ignored.get("own_write"), None, "{summary:?}");
+    assert!(
+        summary
+            .ignored
+            .get("source_not_listed")
+            .is_some_and(|n| *n >= 1)
+    );
+}
+
+#[tokio::test]
+async fn an_unmappable_row_is_reported_and_not_posted() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-unmappable");
+    let watermark = dir.join("watermark.json");
+    unsubscribe(&emulator, OFFERS_ROW, UNSUBSCRIBE, PERSON);
+    let Pass { result, lines } = pass(&emulator, false, &watermark).await;
+    let summary = result.unwrap();
+    assert_eq!(summary.events, 0);
+    assert_eq!(summary.not_expressible, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["row"], OFFERS_ROW);
+    assert!(
+        lines[0]["not_expressible"]
+            .as_str()
+            .unwrap()
+            .contains("selector"),
+        "{lines:?}"
+    );
+    assert!(emulator.didomi().events().is_empty());
+}
+
+#[tokio::test]
+async fn a_dry_run_prints_the_event_and_posts_nothing() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-dry");
+    let watermark = dir.join("watermark.json");
+    unsubscribe(&emulator, NEWS_ROW, UNSUBSCRIBE, PERSON);
+    let Pass { result, lines } = pass(&emulator, true, &watermark).await;
+    assert_eq!(result.unwrap().events, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["metadata"]["row"], NEWS_ROW);
+    assert_eq!(emulator.didomi().event_posts(), 0);
+    assert!(!watermark.exists(), "a dry run keeps the watermark");
+}
+
+#[tokio::test]
+async fn a_didomi_429_or_5xx_keeps_the_watermark() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-fail");
+    let watermark = dir.join("watermark.json");
+    let old = Watermark {
+        modifiedon: "2025-01-01T00:00:00Z".parse().unwrap(),
+    };
+    write_watermark(&watermark, &old).unwrap();
+    unsubscribe(&emulator, PURPOSE_ROW, UNSUBSCRIBE, PERSON);
+    // fast_policy makes 4 attempts: every one fails.
+    emulator.didomi().fail_event_posts(&[429, 503, 500, 502]);
+    let failed = pass(&emulator, false, &watermark).await;
+    assert!(
+        matches!(failed.result, Err(ReverseError::Didomi(_))),
+        "{:?}",
+        failed.result
+    );
+    assert_eq!(emulator.didomi().event_posts(), 4);
+    assert!(emulator.didomi().events().is_empty());
+    assert_eq!(read_watermark(&watermark).unwrap(), Some(old.clone()));
+    // The next pass sends the same event and moves the watermark.
+    let summary = pass(&emulator, false, &watermark).await.result.unwrap();
+    assert_eq!(summary.events, 1);
+    let events = emulator.didomi().events();
+    assert_eq!(
+        events[0]["consents"]["purposes"],
+        json!([{"id": didomi::PURPOSE, "enabled": false}])
+    );
+    assert!(read_watermark(&watermark).unwrap().unwrap().modifiedon > old.modifiedon);
+    assert_eq!(
+        didomi_user0(&emulator)["consents"]["purposes"][0]["enabled"],
+        false
+    );
+}
