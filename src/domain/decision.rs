@@ -189,12 +189,15 @@ pub enum SkipReason {
         /// The address's length in characters.
         length: usize,
     },
+    /// The event is this product's own reverse-sync post coming back
+    /// (`metadata.origin` or `delegate.id` names it): Dynamics holds it already.
+    OwnEcho,
 }
 
 impl SkipReason {
     /// A short, stable category for metrics and log queries: `type`,
-    /// `anonymous`, `pending_approval`, `status`, `regulation`, `unmapped`
-    /// or `no_contact`.
+    /// `anonymous`, `pending_approval`, `status`, `regulation`, `unmapped`,
+    /// `no_contact` or `echo`.
     pub fn category(&self) -> &'static str {
         match self {
             SkipReason::TypeNotEnabled(_) | SkipReason::Deleted(_) | SkipReason::UnknownType(_) => {
@@ -205,6 +208,7 @@ impl SkipReason {
             SkipReason::StatusNotConfirmed(_) => "status",
             SkipReason::RegulationNotAllowed { .. } => "regulation",
             SkipReason::NothingMapped | SkipReason::NothingChanged => "unmapped",
+            SkipReason::OwnEcho => "echo",
             SkipReason::NoContact { .. }
             | SkipReason::NoContactPoint { .. }
             | SkipReason::UpsertNeedsEmail { .. }
@@ -248,6 +252,9 @@ impl fmt::Display for SkipReason {
                 allowed.join(", ")
             ),
             SkipReason::NothingMapped => f.write_str("nothing in the event matches a mapping"),
+            SkipReason::OwnEcho => f.write_str(
+                "the event is this product's own reverse-sync post (metadata.origin didomi-cpc-sync): Dynamics holds it already",
+            ),
             SkipReason::NothingChanged => {
                 f.write_str("no mapped consent changed between old_entity and new_entity")
             }

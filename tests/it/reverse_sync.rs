@@ -2,7 +2,8 @@
 //! Didomi API in one process): a UI-style unsubscribe becomes exactly one
 //! Didomi event that keeps the user's other preference values, a re-run posts
 //! nothing, our own writes and unlisted sources are ignored, an unmappable row
-//! is reported, a dry run posts nothing, and a failed post keeps the watermark.
+//! is reported, a dry run posts nothing, a failed post keeps the watermark,
+//! and the webhook echo of a post writes nothing in Dynamics.
 
 use std::path::Path;
 
@@ -18,8 +19,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::support::didomi::{self, settings};
-use crate::support::inprocess::{client_for, config_for, fast_policy};
+use crate::support::inprocess::{
+    client_for, config_for, fast_policy, plans, process, service_with,
+};
 use crate::support::scratch;
+use didomi_cpc_sync::domain::decision::{Outcome, SkipReason};
 
 const SET: &str = "msdynmkt_contactpointconsent4s";
 const PURPOSE: &str = "10000000-0000-0000-0000-000000000003";
@@ -266,4 +270,45 @@ async fn a_didomi_429_or_5xx_keeps_the_watermark() {
         didomi_user0(&emulator)["consents"]["purposes"][0]["enabled"],
         false
     );
+}
+
+/// The posted event as Didomi's `event.created` webhook would carry it back.
+fn echo_webhook(event: &Value) -> Value {
+    json!({"type": "event.created", "parameters": {"entity": event}})
+}
+
+#[tokio::test]
+async fn the_echo_of_a_reverse_post_writes_nothing_in_dynamics() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-echo");
+    let watermark = dir.join("watermark.json");
+    unsubscribe(&emulator, PURPOSE_ROW, UNSUBSCRIBE, PERSON);
+    pass(&emulator, false, &watermark).await.result.unwrap();
+    let event = emulator.didomi().events().remove(0);
+    let before = emulator.consents();
+    let service = service_with(&emulator, |_| {}, fast_policy()).await;
+    // With the marker: skipped as our own echo.
+    let marked = plans(&[echo_webhook(&event)], &service);
+    let plan = marked[0].as_ref().unwrap();
+    assert_eq!(plan.outcome, Outcome::Skip, "{plan:?}");
+    assert_eq!(plan.reason, Some(SkipReason::OwnEcho));
+    // Without it (stripped on the way): not newer than the edit
+    // (created_at = modifiedon), so the row is not written either.
+    let mut stripped = event.clone();
+    stripped.as_object_mut().unwrap().remove("metadata");
+    stripped.as_object_mut().unwrap().remove("delegate");
+    let planned = plans(&[echo_webhook(&stripped)], &service);
+    assert_eq!(
+        planned[0].as_ref().unwrap().outcome,
+        Outcome::Write,
+        "the stripped echo reaches the write rules"
+    );
+    let outcomes = process(
+        &service,
+        &[echo_webhook(&event), echo_webhook(&stripped)],
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(emulator.consents(), before, "the echo wrote nothing");
 }

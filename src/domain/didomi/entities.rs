@@ -34,9 +34,31 @@ pub struct ConsentEvent {
     /// The choices.
     #[serde(default)]
     pub consents: Consents,
+    /// The event's free-form `metadata` (reverse-sync posts carry `origin`).
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    /// The `delegate` that made the change on the user's behalf.
+    #[serde(default)]
+    pub delegate: Option<serde_json::Value>,
 }
 
 impl ConsentEvent {
+    /// True when this product posted the event (reverse sync): its
+    /// `metadata.origin` or `delegate.id` is [`crate::domain::reverse::ORIGIN`].
+    pub fn is_own_echo(&self) -> bool {
+        let text = |value: &Option<serde_json::Value>, key: &str| {
+            value
+                .as_ref()
+                .and_then(|v| v.get(key))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        crate::domain::reverse::is_own_echo(
+            text(&self.metadata, "origin").as_deref(),
+            text(&self.delegate, "id").as_deref(),
+        )
+    }
+
     /// The event's status, `confirmed` when Didomi leaves it out.
     pub fn effective_status(&self) -> EventStatus {
         self.status.clone().unwrap_or(EventStatus::Confirmed)

@@ -200,6 +200,9 @@ fn plan_event(
         occurred_at: event.created_at.or(event.updated_at),
         status: Some(event.effective_status()),
     };
+    if event.is_own_echo() {
+        return Ok(draft.skip(SkipReason::OwnEcho));
+    }
     let decisions = || decide_all(&rules.mappings, &event.consents, &rules.value_owners);
     finish(draft, kind, rules, None, time_path, decisions)
 }

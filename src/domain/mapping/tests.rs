@@ -688,3 +688,25 @@ fn versionless_user_updates_of_different_times_get_different_event_ids() {
     let again = plan(versionless_user_updated("2025-04-02T16:05:44.120Z"), &rules);
     assert_eq!(first.event_id, again.event_id, "the same state is a replay");
 }
+
+// --- loop guard ---------------------------------------------------------------
+
+#[test]
+fn our_own_reverse_sync_posts_coming_back_write_nothing() {
+    let rules = rules(&[(P1, "marketing")]);
+    let mut echo = event(json!([{"id": "marketing", "enabled": false}]));
+    echo["parameters"]["entity"]["metadata"] = json!({"origin": "didomi-cpc-sync", "row": "r"});
+    assert_eq!(
+        skip_reason(&plan(echo, &rules)),
+        SkipReason::OwnEcho.to_string()
+    );
+    let mut delegated = event(json!([{"id": "marketing", "enabled": false}]));
+    delegated["parameters"]["entity"]["delegate"] = json!({"id": "didomi-cpc-sync"});
+    assert_eq!(
+        skip_reason(&plan(delegated, &rules)),
+        SkipReason::OwnEcho.to_string()
+    );
+    let mut other = event(json!([{"id": "marketing", "enabled": false}]));
+    other["parameters"]["entity"]["metadata"] = json!({"origin": "dynamics"});
+    assert_eq!(plan(other, &rules).outcome, Outcome::Write);
+}
