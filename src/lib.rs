@@ -27,7 +27,8 @@
 //!   handler and its responses, and start-up (the init phase).
 //! - [`cli`]: the operator commands of `cpc-sync`: the dry run, and the
 //!   backfill and reconcile of Didomi's current state (over the Didomi API
-//!   adapter, a batch export, and SQS).
+//!   adapter, a batch export, and SQS), and one pass of the reverse sync of
+//!   Dynamics edits to Didomi.
 //! - [`config`]: the integration document, the environment and their
 //!   validation; [`redact`] and [`telemetry`]: log hygiene and log set-up,
 //!   used everywhere.

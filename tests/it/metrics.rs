@@ -212,7 +212,8 @@ async fn the_function_prints_valid_emf_lines_that_count_the_demo_batch() {
             "unmapped",
             "no_contact",
             "type",
-            "status"
+            "status",
+            "echo"
         ]
         .contains(&reason),
         "{reason}"

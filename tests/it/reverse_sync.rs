@@ -312,3 +312,67 @@ async fn the_echo_of_a_reverse_post_writes_nothing_in_dynamics() {
     assert_eq!(outcomes.len(), 2);
     assert_eq!(emulator.consents(), before, "the echo wrote nothing");
 }
+
+async fn command(emulator: &EmulatorHandle, args: Vec<String>) -> std::process::Output {
+    let base = emulator.base_url();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cpc-sync"))
+            .arg("reverse-sync")
+            .args(&args)
+            .env("ALLOW_INSECURE_HTTP", "true")
+            .env("AZURE_AUTHORITY_HOST", &base)
+            .env("DIDOMI_API_URL", format!("{base}/v1"))
+            .env_remove("SECRET_ID")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_dry_runs_then_posts_and_moves_the_watermark_file() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-cli");
+    let config_path = dir.join("config.json");
+    let watermark = dir.join("watermark.json");
+    let mut config = crate::support::inprocess::config_json(&emulator);
+    config["didomi_api"] = didomi::didomi_api_json();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    unsubscribe(&emulator, NEWS_ROW, UNSUBSCRIBE, PERSON);
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "--config".to_string(),
+            config_path.display().to_string(),
+            "--watermark".to_string(),
+            watermark.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        args
+    };
+    let refused = command(&emulator, args(&[])).await;
+    assert_eq!(refused.status.code(), Some(2), "--once is required");
+
+    let dry = command(&emulator, args(&["--once", "--dry-run"])).await;
+    let stderr = String::from_utf8_lossy(&dry.stderr).to_string();
+    assert!(dry.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8(dry.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "one event line: {lines:?}");
+    assert_eq!(lines[0]["metadata"]["row"], NEWS_ROW);
+    assert!(emulator.didomi().events().is_empty());
+    assert!(!watermark.exists());
+
+    let real = command(&emulator, args(&["--once"])).await;
+    let stderr = String::from_utf8_lossy(&real.stderr).to_string();
+    assert!(real.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["events"], 1, "{summary}");
+    assert_eq!(emulator.didomi().events().len(), 1);
+    assert_eq!(emulator.didomi().events()[0]["id"], lines[0]["id"]);
+    assert!(read_watermark(&watermark).unwrap().is_some());
+}
