@@ -376,3 +376,61 @@ async fn the_command_dry_runs_then_posts_and_moves_the_watermark_file() {
     assert_eq!(emulator.didomi().events()[0]["id"], lines[0]["id"]);
     assert!(read_watermark(&watermark).unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_re_read_edit_keeps_its_event_id_and_is_not_imported_twice() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-same-id");
+    let watermark = dir.join("watermark.json");
+    unsubscribe(&emulator, PURPOSE_ROW, UNSUBSCRIBE, PERSON);
+    pass(&emulator, false, &watermark).await.result.unwrap();
+    let first = emulator.didomi().events();
+    assert_eq!(first.len(), 1);
+    // The user opts in again on Didomi's side; the old Dynamics edit is read
+    // again (watermark lost): the event has the same id, Didomi skips it.
+    let mut users = emulator.didomi().users();
+    users[0]["consents"]["purposes"][0]["enabled"] = json!(true);
+    emulator.didomi().set_users(users);
+    std::fs::remove_file(&watermark).unwrap();
+    let again = pass(&emulator, false, &watermark).await.result.unwrap();
+    assert_eq!(again.events, 1, "built again: {again:?}");
+    assert_eq!(
+        emulator.didomi().events(),
+        first,
+        "same id, not imported twice"
+    );
+    assert_eq!(
+        didomi_user0(&emulator)["consents"]["purposes"][0]["enabled"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn more_than_100_events_are_posted_in_arrays_of_at_most_100() {
+    let count = 130;
+    let users = (0..count)
+        .map(|i| didomi::user(i, true, "v-news", "2025-06-01T12:00:00.000Z"))
+        .collect();
+    let mut seed = didomi::seed(count, didomi::didomi_section(users, |_| {}));
+    let ids: Vec<String> = (0..count)
+        .map(|i| format!("bbbbbbbb-0000-4000-8000-{i:012}"))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut row = row(id, None);
+        row["msdynmkt_contactpointvalue"] = json!(format!("user{i}@example.com"));
+        seed.consents.push(serde_json::from_value(row).unwrap());
+    }
+    let emulator = Emulator::start(seed).unwrap();
+    for id in &ids {
+        unsubscribe(&emulator, id, UNSUBSCRIBE, PERSON);
+    }
+    let dir = scratch::dir("reverse-batches");
+    let summary = pass(&emulator, false, &dir.join("watermark.json"))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(summary.events, count as u64, "{summary:?}");
+    assert_eq!(summary.posts, 2);
+    assert_eq!(emulator.didomi().event_posts(), 2);
+    assert_eq!(emulator.didomi().events().len(), count);
+}
