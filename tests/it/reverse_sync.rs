@@ -434,3 +434,16 @@ async fn more_than_100_events_are_posted_in_arrays_of_at_most_100() {
     assert_eq!(emulator.didomi().event_posts(), 2);
     assert_eq!(emulator.didomi().events().len(), count);
 }
+
+#[tokio::test]
+async fn a_409_for_an_existing_id_counts_as_accepted() {
+    let emulator = Emulator::start(seed()).unwrap();
+    let dir = scratch::dir("reverse-409");
+    let watermark = dir.join("watermark.json");
+    unsubscribe(&emulator, PURPOSE_ROW, UNSUBSCRIBE, PERSON);
+    emulator.didomi().fail_event_posts(&[409]);
+    let summary = pass(&emulator, false, &watermark).await.result.unwrap();
+    assert_eq!(summary.posts, 1);
+    assert_eq!(emulator.didomi().event_posts(), 1, "a 409 is not retried");
+    assert!(read_watermark(&watermark).unwrap().is_some());
+}
