@@ -1,6 +1,7 @@
 //! `cpc-sync reverse-sync --once`: one pass of Dynamics → Didomi (README,
-//! "Dynamics → Didomi (reverse sync)"). Reads the Email consent rows changed
-//! since the watermark by anyone but this product's application user, turns
+//! "Dynamics → Didomi (reverse sync)"). Reads the active Email consent rows
+//! changed since the watermark by anyone but this product's application
+//! user, from a listed `msdynmkt_source` (the domain checks both again), turns
 //! each into a Didomi consent event ([`crate::domain::reverse`]) against the
 //! user's current Didomi state, and posts them. The watermark advances only
 //! after Didomi accepted every event of the pass; a failed pass keeps it.
@@ -142,10 +143,11 @@ pub async fn run_once(
     let since = before
         .map(|at| at - chrono::Duration::from_std(OVERLAP).unwrap_or_default())
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-    let rows = dataverse
-        .changed_consent_rows(since, own_user, deadline)
-        .await?;
     let settings = &config.properties.reverse_sync;
+    let sources: Vec<i32> = settings.sources.iter().copied().collect();
+    let rows = dataverse
+        .changed_consent_rows(since, own_user, &sources, deadline)
+        .await?;
     let user_id_is_address =
         config.properties.contact_match_field == config.properties.contact_point_field;
     let mut summary = ReverseSummary {

@@ -104,20 +104,30 @@ impl DataverseClient {
         Ok(consents)
     }
 
-    /// Email-channel consent rows changed at or after `since` by anyone but
-    /// `own_user` (reverse sync), oldest first, every page followed; each
-    /// with its `msdynmkt_source`.
+    /// Active Email-channel consent rows changed at or after `since` by
+    /// anyone but `own_user`, from one of `sources` (reverse sync), oldest
+    /// first, every page followed; each with its `msdynmkt_source`. No
+    /// sources: no query, no rows.
     pub async fn changed_consent_rows(
         &self,
         since: DateTime<Utc>,
         own_user: Uuid,
+        sources: &[i32],
         deadline: Instant,
     ) -> Result<Vec<ChangedRow>, DataverseError> {
         const OPERATION: &str = "query changed consent rows";
+        if sources.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut select = wire::CONSENT_SELECT.to_vec();
         select.push(wire::CONSENT_SOURCE_COLUMN);
+        let sources = sources
+            .iter()
+            .map(|source| format!("{} eq {source}", wire::CONSENT_SOURCE_COLUMN))
+            .collect::<Vec<_>>()
+            .join(" or ");
         let filter = format!(
-            "{} eq {CHANNEL_EMAIL} and modifiedon ge {} and _modifiedby_value ne {own_user}",
+            "{} eq {CHANNEL_EMAIL} and statecode eq 0 and modifiedon ge {} and _modifiedby_value ne {own_user} and ({sources})",
             wire::CONSENT_CHANNEL_COLUMN,
             since.to_rfc3339_opts(SecondsFormat::Secs, true)
         );
