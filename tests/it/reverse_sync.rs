@@ -193,6 +193,29 @@ async fn own_writes_and_unlisted_sources_are_ignored() {
     // user>` and the listed sources (the domain rules check both again).
     assert_eq!(summary.rows, 0, "{summary:?}");
     assert!(summary.ignored.is_empty(), "{summary:?}");
+    let query = emulator
+        .requests()
+        .into_iter()
+        .map(|request| percent_decode(&request.path))
+        .find(|path| path.contains("msdynmkt_contactpointconsent4s?"))
+        .expect("the changed-rows query was sent");
+    for part in [
+        "msdynmkt_contactpointtype eq 534120000",
+        "statecode eq 0",
+        "modifiedon ge 1970-01-01T00:00:00Z",
+        &format!("_modifiedby_value ne {own}"),
+        "msdynmkt_source eq 534120007",
+        "$orderby=modifiedon asc,msdynmkt_contactpointconsent4id asc",
+        "_modifiedby_value,msdynmkt_source&$filter=",
+    ] {
+        assert!(query.contains(part), "{part} missing from {query}");
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[tokio::test]
