@@ -22,16 +22,17 @@
 //!   narrow port ([`service::ConsentStore`]) it writes through.
 //! - [`adapters`]: the outside world behind that port and behind small
 //!   traits: the Dataverse Web API client, Microsoft Entra tokens, AWS Secrets
-//!   Manager, and the one HTTP client they share.
+//!   Manager, the Didomi API, SQS, and the one HTTP client they share.
 //! - [`lambda`]: the AWS Lambda surface: the event shapes it accepts, the
-//!   handler and its responses, and start-up (the init phase).
+//!   handler and its responses, the SQS backoff and dead-letter rules, and
+//!   start-up (the init phase).
 //! - [`cli`]: the operator commands of `cpc-sync`: the dry run, and the
 //!   backfill and reconcile of Didomi's current state (over the Didomi API
 //!   adapter, a batch export, and SQS), and one pass of the reverse sync of
 //!   Dynamics edits to Didomi.
 //! - [`config`]: the integration document, the environment and their
-//!   validation; [`redact`] and [`telemetry`]: log hygiene and log set-up,
-//!   used everywhere.
+//!   validation; [`redact`] and [`telemetry`]: log hygiene, log set-up and
+//!   metrics, used everywhere.
 //!
 //! `main.rs` (the Lambda `bootstrap`) and `bin/cpc-sync.rs` only wire these
 //! parts together.
