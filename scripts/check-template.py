@@ -22,6 +22,16 @@
   alarms; every alarm notifies AlarmTopicArn (when set) on ALARM and OK and
   fires within five minutes.
 - Every checkov skip carries a reason.
+- Reverse sync: off by default (EnableReverseSync "false", ReverseSyncMinutes 5);
+  every reverse-sync resource exists only under ReverseSyncEnabled; the function
+  is the same build as SyncFunction (same CodeUri, Handler, Runtime, Architectures
+  and Metadata, so `sam build` builds bootstrap once) in CPC_SYNC_MODE
+  reverse-sync, reserves concurrency 1, is not retried by Lambda, and times out
+  below every allowed schedule period, whose rate expression is EventBridge's
+  (singular for 1 minute); it may read exactly the integration secret and the
+  Didomi API secret (when given) and only GetItem/PutItem/UpdateItem/DeleteItem
+  the state table; the table is on demand, with point-in-time recovery, and
+  follows RetainData; an alarm watches the function's errors.
 
 Run with the project's .venv python (cfn-lint provides the template decoder).
 Exits non-zero with one line per violation.
@@ -188,8 +198,9 @@ def check_retention_and_tls(template, params, resources):
           "RetainData must be Retain (default) or Delete")
     queues = of_type(resources, "AWS::SQS::Queue")
     log_groups = of_type(resources, "AWS::Logs::LogGroup")
+    tables = of_type(resources, "AWS::DynamoDB::Table")
     check(set(queues) >= {"WebhookQueue", "DeadLetterQueue"}, "both queues must be in the template")
-    for name, resource in {**queues, **log_groups}.items():
+    for name, resource in {**queues, **log_groups, **tables}.items():
         for attribute in ("DeletionPolicy", "UpdateReplacePolicy"):
             check(resource.get(attribute) == RETAIN, f"{name}: {attribute} must be !Ref RetainData")
     for name, resource in log_groups.items():
@@ -332,8 +343,94 @@ def check_dashboard_and_alarms(resources):
         check(any(ns == "AWS/SQS" and name == metric and dims.get("QueueName") == "{{" + queue + ".QueueName}}" for ns, name, dims, _ in rows),
               f"the dashboard must show {metric} of {queue}")
     shown = {a for w in body.get("widgets", []) if w.get("type") == "alarm" for a in w.get("properties", {}).get("alarms", [])}
-    for name in alarms:
+    for name, alarm in alarms.items():
+        # The dashboard body is one unconditional Fn::Sub: it cannot name an alarm
+        # that exists only under a condition (the reverse sync's).
+        if "Condition" in alarm:
+            continue
         check("{{" + name + ".Arn}}" in shown, f"the dashboard's alarm widget must list {name}")
+
+
+REVERSE_RESOURCES = ["ReverseSyncStateTable", "ReverseSyncFunctionLogGroup", "ReverseSyncFunction", "ReverseSyncErrorsAlarm"]
+STATE_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+
+
+def check_reverse_sync(template, params, resources):
+    check(params["EnableReverseSync"].get("Default") == "false"
+          and sorted(params["EnableReverseSync"].get("AllowedValues", [])) == ["false", "true"],
+          "EnableReverseSync must be \"true\" or \"false\", default \"false\"")
+    check(str(params["ReverseSyncMinutes"].get("Default")) == "5", "ReverseSyncMinutes must default to 5")
+    check(dig(template, "Conditions", "ReverseSyncEnabled") == {"Fn::Equals": [{"Ref": "EnableReverseSync"}, "true"]},
+          "ReverseSyncEnabled must be EnableReverseSync == \"true\"")
+    for name in REVERSE_RESOURCES:
+        check(resources.get(name, {}).get("Condition") == "ReverseSyncEnabled", f"{name} must exist only under ReverseSyncEnabled")
+    for name, resource in resources.items():
+        if name.startswith("ReverseSync"):
+            check(resource.get("Condition") == "ReverseSyncEnabled", f"{name} must exist only under ReverseSyncEnabled")
+
+    schedule = template["Mappings"]["ReverseSyncSchedule"]
+    for minutes in params["ReverseSyncMinutes"]["AllowedValues"]:
+        entry = schedule.get(str(minutes))
+        if not check(entry is not None, f"ReverseSyncSchedule has no entry for {minutes} minutes"):
+            continue
+        unit = "minute" if int(minutes) == 1 else "minutes"
+        check(entry["Rate"] == f"rate({minutes} {unit})", f"ReverseSyncSchedule {minutes}: the rate must be rate({minutes} {unit})")
+        check(0 < int(entry["Timeout"]) < 60 * int(minutes) and int(entry["Timeout"]) <= 900,
+              f"ReverseSyncSchedule {minutes}: the timeout must be below the period and at most 900 s")
+
+    sync = resources["SyncFunction"]
+    reverse = resources["ReverseSyncFunction"]
+    props = reverse["Properties"]
+    for key in ("CodeUri", "Handler", "Runtime", "Architectures"):
+        check(props.get(key) == sync["Properties"].get(key), f"ReverseSyncFunction's {key} must equal SyncFunction's (one build)")
+    check(plain(reverse.get("Metadata")) == plain(sync.get("Metadata")),
+          "ReverseSyncFunction's Metadata must equal SyncFunction's, or sam build builds bootstrap twice")
+    check(props.get("ReservedConcurrentExecutions") == 1, "ReverseSyncFunction must reserve concurrency 1 (one pass at a time)")
+    check(props.get("Timeout") == {"Fn::FindInMap": ["ReverseSyncSchedule", {"Ref": "ReverseSyncMinutes"}, "Timeout"]},
+          "ReverseSyncFunction's timeout must come from ReverseSyncSchedule")
+    check(dig(props, "EventInvokeConfig", "MaximumRetryAttempts") == 0,
+          "ReverseSyncFunction must not be retried by Lambda (the next schedule retries from the watermark)")
+    variables = dig(props, "Environment", "Variables") or {}
+    check(variables.get("CPC_SYNC_MODE") == "reverse-sync", "ReverseSyncFunction needs CPC_SYNC_MODE reverse-sync")
+    check(variables.get("STATE_TABLE") == {"Ref": "ReverseSyncStateTable"}, "ReverseSyncFunction's STATE_TABLE must be the state table")
+    check(variables.get("SECRET_ID") == {"Ref": "SecretArn"}, "ReverseSyncFunction's SECRET_ID must be SecretArn")
+    check(variables.get("DIDOMI_API_SECRET_ID") == {"Fn::If": ["HasDidomiApiSecret", {"Ref": "DidomiApiSecretArn"}, {"Ref": "AWS::NoValue"}]},
+          "ReverseSyncFunction's DIDOMI_API_SECRET_ID must be DidomiApiSecretArn when given")
+    check(dig(props, "LoggingConfig", "LogGroup") == {"Ref": "ReverseSyncFunctionLogGroup"}
+          and dig(props, "LoggingConfig", "LogFormat") == "JSON",
+          "ReverseSyncFunction must log JSON to ReverseSyncFunctionLogGroup")
+    events = list((props.get("Events") or {}).values())
+    check(len(events) == 1 and events[0].get("Type") in ("Schedule", "ScheduleV2")
+          and dig(events[0], "Properties", "Schedule") == {"Fn::FindInMap": ["ReverseSyncSchedule", {"Ref": "ReverseSyncMinutes"}, "Rate"]},
+          "ReverseSyncFunction's one event must be its schedule, at the ReverseSyncSchedule rate")
+
+    policies = props.get("Policies", [])
+    check(len(policies) == 4, f"ReverseSyncFunction must have exactly 4 policy entries, has {len(policies)}")
+    check(dig(policies, 0) == {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "SecretArn"}}},
+          "reverse policy 1 must be GetSecretValue on SecretArn")
+    check(dig(policies, 1) == {"Fn::If": ["HasDidomiApiSecret",
+                                          {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DidomiApiSecretArn"}}},
+                                          {"Ref": "AWS::NoValue"}]},
+          "reverse policy 2 must be GetSecretValue on DidomiApiSecretArn, only when given")
+    kms = dig(policies, 2, "Fn::If") or []
+    statements = dig(kms, 1, "Statement") or []
+    check(len(kms) == 3 and kms[0] == "HasKmsKey" and len(statements) == 1 and statements[0].get("Action") == "kms:Decrypt"
+          and statements[0].get("Resource") == {"Ref": "SecretKmsKeyArn"} and "kms:ViaService" in json.dumps(statements[0].get("Condition", {})),
+          "reverse policy 3 must allow only kms:Decrypt on SecretKmsKeyArn via Secrets Manager, when HasKmsKey")
+    state = [{k: st.get(k) for k in ("Effect", "Action", "Resource")} for st in dig(policies, 3, "Statement") or []]
+    check(state == [{"Effect": "Allow", "Action": STATE_ACTIONS, "Resource": {"Fn::GetAtt": ["ReverseSyncStateTable", "Arn"]}}],
+          "reverse policy 4 must allow exactly GetItem, PutItem, UpdateItem and DeleteItem on the state table")
+
+    table = resources["ReverseSyncStateTable"]["Properties"]
+    check(table.get("BillingMode") == "PAY_PER_REQUEST", "the state table must be PAY_PER_REQUEST")
+    check(dig(table, "PointInTimeRecoverySpecification", "PointInTimeRecoveryEnabled") is True,
+          "the state table needs point-in-time recovery")
+    check(table.get("KeySchema") == [{"AttributeName": "pk", "KeyType": "HASH"}],
+          "the state table's key must be pk (HASH), as src/adapters/dynamodb_state.rs expects")
+    alarm = resources["ReverseSyncErrorsAlarm"]["Properties"]
+    check(alarm.get("Namespace") == "AWS/Lambda" and alarm.get("MetricName") == "Errors"
+          and alarm.get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": "ReverseSyncFunction"}}],
+          "ReverseSyncErrorsAlarm must watch the reverse-sync function's Errors")
 
 
 def check_suppressions(resources):
@@ -357,6 +454,7 @@ def main(path):
                  lambda: check_retention_and_tls(template, params, resources),
                  lambda: check_logging_and_tracing(params, resources),
                  lambda: check_dashboard_and_alarms(resources),
+                 lambda: check_reverse_sync(template, params, resources),
                  lambda: check_suppressions(resources)):
         try:
             step()

@@ -21,7 +21,8 @@ usage:
   cpc-sync reconcile [--config FILE] [--from-export DIR] [--output FILE]
                      [--show-addresses] [--repair] [--no-progress]
                                              compare Didomi with Dataverse (and repair)
-  cpc-sync reverse-sync --once [--config FILE] [--dry-run] [--watermark FILE]
+  cpc-sync reverse-sync --once [--config FILE] [--dry-run]
+                        [--watermark FILE | --state-table TABLE]
                                              one pass of Dynamics edits to Didomi
 
 FILE may be - for standard input. --event accepts a bare Didomi webhook,
@@ -42,7 +43,9 @@ differs_didomi_newer (never differs_dynamics_newer) and re-reads. Its exit
 status: 0 in sync, 3 drift found, 2 bad usage or configuration, 1 failure.
 
 reverse-sync --once reads the Email consent rows changed since the watermark
-(FILE, JSON {\"modifiedon\": …}; none: from the beginning) by anyone but the
+(FILE, JSON {\"modifiedon\": …, \"version\": N}, locked by FILE.lock; or the
+stack's DynamoDB state table, shared with the scheduled function; neither:
+from the beginning) by anyone but the
 function's application user, and posts one Didomi consent event per row
 (README, Dynamics → Didomi). --dry-run prints the events as JSON lines
 instead and keeps the watermark. Rows that cannot be expressed are printed as
@@ -80,7 +83,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         )?),
         "reverse-sync" => reverse_sync(&Flags::parse(
             options,
-            &["--config", "--watermark"],
+            &["--config", "--watermark", "--state-table"],
             &["--once", "--dry-run"],
         )?),
         "-h" | "--help" | "help" => {
@@ -387,17 +390,23 @@ fn reconcile(flags: &Flags) -> Result<ExitCode, String> {
 }
 
 fn reverse_sync(flags: &Flags) -> Result<ExitCode, String> {
-    use didomi_cpc_sync::cli::reverse::{self, ReverseOptions};
+    use didomi_cpc_sync::cli::reverse::{self, StateChoice};
     use didomi_cpc_sync::cli::setup;
 
     if !flags.has("--once") {
         return Err(format!(
-            "reverse-sync runs one pass and needs --once (a scheduled loop is not built)\n{USAGE}"
+            "reverse-sync runs one pass and needs --once (the schedule is the stack's ReverseSyncFunction)\n{USAGE}"
         ));
     }
-    let options = ReverseOptions {
-        dry_run: flags.has("--dry-run"),
-        watermark: flags.value("--watermark").map(std::path::PathBuf::from),
+    let state = match (flags.value("--watermark"), flags.value("--state-table")) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "give --watermark FILE or --state-table TABLE, not both\n{USAGE}"
+            ));
+        }
+        (Some(path), None) => StateChoice::File(std::path::PathBuf::from(path)),
+        (None, Some(table)) => StateChoice::Table(table.to_string()),
+        (None, None) => StateChoice::None,
     };
     let didomi_url = std::env::var("DIDOMI_API_URL").ok();
     runtime()?.block_on(async {
@@ -407,7 +416,7 @@ fn reverse_sync(flags: &Flags) -> Result<ExitCode, String> {
         let didomi =
             setup::didomi_client(&loaded, didomi_url.as_deref()).map_err(|e| e.to_string())?;
         let dataverse = setup::dataverse_client(&loaded);
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15 * 60);
         let own_user = match dataverse.who_am_i(deadline).await {
             Ok(user) => user,
             Err(err) => {
@@ -415,13 +424,15 @@ fn reverse_sync(flags: &Flags) -> Result<ExitCode, String> {
                 return Ok(ExitCode::FAILURE);
             }
         };
-        let mut out = std::io::stdout().lock();
+        let mut out = std::io::stdout();
         match reverse::run_once(
             &dataverse,
             &didomi,
             &loaded.config,
             own_user,
-            &options,
+            &state,
+            flags.has("--dry-run"),
+            deadline,
             &mut out,
         )
         .await
@@ -432,7 +443,10 @@ fn reverse_sync(flags: &Flags) -> Result<ExitCode, String> {
             }
             Err(err) if err.is_configuration() => Err(err.to_string()),
             Err(err) => {
-                eprintln!("cpc-sync: reverse-sync stopped (watermark kept): {err}");
+                eprintln!(
+                    "cpc-sync: reverse-sync stopped (watermark kept; retry helps: {}): {err}",
+                    err.is_retryable()
+                );
                 Ok(ExitCode::FAILURE)
             }
         }

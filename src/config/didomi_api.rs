@@ -1,9 +1,11 @@
-//! The Didomi REST API settings used by `cpc-sync backfill` and `reconcile`:
-//! the optional `didomi_api` object of the secret (`{"key", "secret",
-//! "organization_id"}`) and the base URL in `DIDOMI_API_URL`.
+//! The Didomi REST API settings used by `cpc-sync backfill`, `reconcile` and
+//! `reverse-sync` and by the scheduled reverse-sync function: the optional
+//! `didomi_api` object of the secret (`{"key", "secret", "organization_id"}`,
+//! or the reverse-sync function's own `DIDOMI_API_SECRET_ID` secret) and the
+//! base URL in `DIDOMI_API_URL`.
 //!
-//! The function itself never calls Didomi; only the operator commands do, so
-//! a document without `didomi_api` stays valid for the Lambda.
+//! The webhook function never calls Didomi, so a document without
+//! `didomi_api` stays valid for it.
 
 use reqwest::Url;
 use serde_json::Value;

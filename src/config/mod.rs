@@ -32,7 +32,7 @@ pub use properties::{
     DEFAULT_EMAIL_FIELD, DEFAULT_MAX_CLOCK_SKEW_SECONDS, DEFAULT_REGULATIONS,
     DEFAULT_WEBHOOK_TYPES, Properties,
 };
-pub use sources::{Environment, merge_documents};
+pub use sources::{DEFAULT_MAX_PARALLEL, Environment, merge_documents};
 
 /// The only `type_id` this function implements.
 pub const TYPE_ID: &str = "microsoft-dynamics-cpc";

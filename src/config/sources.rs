@@ -21,7 +21,19 @@ pub struct Environment {
     pub authority: Url,
     /// `ALLOW_INSECURE_HTTP=true`: `http://` loopback endpoints for local runs.
     pub allow_insecure_http: bool,
+    /// `DATAVERSE_MAX_PARALLEL` (1–52, default 4): the most requests one
+    /// instance has in flight, and so the most parallel write `$batch`es a
+    /// large batch is split into (never more than `x-ms-dop-hint`). README,
+    /// "Throughput".
+    pub max_parallel: usize,
 }
+
+/// Default of `DATAVERSE_MAX_PARALLEL`.
+pub const DEFAULT_MAX_PARALLEL: usize = 4;
+
+/// Dataverse's limit of concurrent requests per application user and web
+/// server: one instance never needs more.
+const MAX_PARALLEL_LIMIT: usize = 52;
 
 impl Environment {
     /// Reads the process environment.
@@ -49,6 +61,21 @@ impl Environment {
                 false
             }
         };
+        let max_parallel = match non_empty("DATAVERSE_MAX_PARALLEL") {
+            None => DEFAULT_MAX_PARALLEL,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=MAX_PARALLEL_LIMIT).contains(&n) => n,
+                _ => {
+                    errors.push(ConfigError::new(
+                        "DATAVERSE_MAX_PARALLEL",
+                        format!(
+                            "is {raw:?}; set a whole number from 1 to {MAX_PARALLEL_LIMIT} (Dataverse's concurrent-request limit)"
+                        ),
+                    ));
+                    DEFAULT_MAX_PARALLEL
+                }
+            },
+        };
         let authority_raw =
             non_empty("AZURE_AUTHORITY_HOST").unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.into());
         let authority = validate_authority(&authority_raw, allow_insecure_http)
@@ -60,6 +87,7 @@ impl Environment {
                 integration_config: non_empty("INTEGRATION_CONFIG"),
                 authority,
                 allow_insecure_http,
+                max_parallel,
             }),
             _ => Err(ConfigErrors(errors)),
         }

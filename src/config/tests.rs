@@ -536,6 +536,24 @@ fn allow_insecure_http_must_be_a_boolean() {
 }
 
 #[test]
+fn parallel_requests_default_to_four_and_take_one_to_fifty_two() {
+    assert_eq!(environment(&[]).unwrap().max_parallel, 4);
+    assert_eq!(
+        environment(&[("DATAVERSE_MAX_PARALLEL", "8")])
+            .unwrap()
+            .max_parallel,
+        8
+    );
+    for refused in ["0", "53", "four", "-1"] {
+        let errors = environment(&[("DATAVERSE_MAX_PARALLEL", refused)]).unwrap_err();
+        assert!(
+            errors.mentions("DATAVERSE_MAX_PARALLEL"),
+            "{refused}: {errors}"
+        );
+    }
+}
+
+#[test]
 fn authority_outside_entra_is_rejected() {
     let errors = environment(&[("AZURE_AUTHORITY_HOST", "https://login.example.com")]).unwrap_err();
     assert!(errors.mentions("AZURE_AUTHORITY_HOST"), "{errors}");

@@ -457,7 +457,7 @@ fn to_value(response: SqsBatchResponse) -> Value {
 const EARLIEST_EPOCH_DEADLINE: Duration = Duration::from_secs(1_000_000_000);
 
 /// The time an invocation has left.
-fn time_left(deadline: SystemTime, now: SystemTime) -> Duration {
+pub(crate) fn time_left(deadline: SystemTime, now: SystemTime) -> Duration {
     match deadline.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(since_epoch) if since_epoch < EARLIEST_EPOCH_DEADLINE => since_epoch,
         _ => deadline.duration_since(now).unwrap_or_default(),

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use url::Url;
 
-use crate::adapters::dataverse::{DataverseClient, RetryPolicy};
+use crate::adapters::dataverse::{DEFAULT_MIN_PARTS_PER_REQUEST, DataverseClient, RetryPolicy};
 use crate::adapters::entra::CredentialSource;
 use crate::adapters::entra::provider::EntraTokenProvider;
 use crate::adapters::http::http_client;
@@ -68,13 +68,26 @@ pub enum InitError {
     /// Mapped purposes or topics that do not exist.
     #[error("mappings name targets Dataverse does not have: {}", describe(.0))]
     UnknownTargets(Vec<TargetProblem>),
+    /// `CPC_SYNC_MODE` names no mode (`webhooks`, `reverse-sync`).
+    #[error(
+        "CPC_SYNC_MODE is {0:?}: use webhooks (the default: the SQS/HTTP webhook function) or reverse-sync (the scheduled Dynamics -> Didomi pass)"
+    )]
+    UnknownMode(String),
+    /// The reverse-sync function has no `STATE_TABLE`.
+    #[error(
+        "STATE_TABLE is not set: give the name of the DynamoDB table holding the reverse-sync watermark and lock"
+    )]
+    MissingStateTable,
 }
 
 impl InitError {
     /// A short category for Lambda's `errorType`.
     pub fn kind(&self) -> &'static str {
         match self {
-            InitError::MissingSecretId | InitError::Config(_) => "InvalidConfiguration",
+            InitError::MissingSecretId
+            | InitError::Config(_)
+            | InitError::UnknownMode(_)
+            | InitError::MissingStateTable => "InvalidConfiguration",
             InitError::Secret { .. } => "SecretUnavailable",
             InitError::UnknownTargets(_) => "UnknownMappingTargets",
         }
@@ -111,16 +124,30 @@ pub async fn report_init_error(error: &InitError) {
     }
 }
 
-/// Builds the function's handler from the environment: reads the secret,
-/// validates the configuration, builds the clients and [`wire`]s them.
-pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
-    let environment = Environment::from_env()?;
+/// What both functions' inits read first: the integration secret, merged with
+/// `INTEGRATION_CONFIG` and validated.
+pub struct IntegrationSecret {
+    /// The secret's source (cached; the token provider re-reads it when Entra
+    /// refuses a rotated client secret).
+    pub secrets: Arc<SecretsManagerSource>,
+    /// The merged integration document (the reverse sync reads its `didomi_api`).
+    pub document: serde_json::Value,
+    /// The validated configuration.
+    pub config: IntegrationConfig,
+}
+
+/// Reads `SECRET_ID` through `client`, merges `INTEGRATION_CONFIG`, validates
+/// the document, keys the log labels and logs the configuration warnings.
+pub async fn load_integration(
+    environment: &Environment,
+    client: aws_sdk_secretsmanager::Client,
+) -> Result<IntegrationSecret, InitError> {
     let secret_id = environment
         .secret_id
         .clone()
         .ok_or(InitError::MissingSecretId)?;
     let secrets = Arc::new(SecretsManagerSource::new(
-        sdk_client().await,
+        client,
         secret_id,
         DEFAULT_SECRET_TTL,
         environment.allow_insecure_http,
@@ -144,13 +171,28 @@ pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
     for warning in merge_warnings.iter().chain(&loaded.warnings) {
         warn!(warning = %warning, "configuration");
     }
-    let config = Arc::new(loaded.config);
+    Ok(IntegrationSecret {
+        secrets,
+        document,
+        config: loaded.config,
+    })
+}
+
+/// Builds the function's handler from the environment: reads the secret,
+/// validates the configuration, builds the clients and [`wire`]s them.
+pub async fn build_handler() -> Result<Handler<DataverseClient>, InitError> {
+    let environment = Environment::from_env()?;
+    let IntegrationSecret {
+        secrets, config, ..
+    } = load_integration(&environment, sdk_client().await).await?;
+    let config = Arc::new(config);
     let client = dataverse_client(
         &config,
         environment.authority.clone(),
         secrets,
         RetryPolicy::default(),
-    );
+    )
+    .with_parallel_writes(environment.max_parallel, DEFAULT_MIN_PARTS_PER_REQUEST);
     let redelivery = SqsRedelivery::new(
         sqs_redelivery::sdk_client().await,
         sqs_redelivery::endpoint_from_env(),

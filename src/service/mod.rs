@@ -8,6 +8,7 @@
 //! per user to find the one message that caused it.
 
 mod metadata;
+pub mod reverse;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +19,7 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::config::IntegrationConfig;
-use crate::domain::cpc::{ConsentRow, ContactPointKey, WriteOp};
+use crate::domain::cpc::{ConsentRow, Contact, ContactPointKey, WriteOp};
 use crate::domain::decision::{ConsentPlan, ConsentValue, SkipReason};
 use crate::domain::mapping::RejectedWebhook;
 use crate::domain::mapping::sanity::check_plan;
@@ -185,12 +186,12 @@ impl<S: ConsentStore> SyncService<S> {
                 return;
             }
         };
-        let Some(messages) = self.resolve_contacts(pending, outcomes, deadline).await else {
+        let Some((mut messages, rows)) = self.read(pending, outcomes, deadline).await else {
             return;
         };
-        let Some(rows) = self.read_rows(&messages, outcomes, deadline).await else {
-            return;
-        };
+        // A message whose rows could not be read is decided; planning it
+        // without its rows would create duplicates.
+        messages.retain(|message| outcomes[message.index].is_none());
         let plan = plan_writes(
             &messages,
             &rows,
@@ -209,6 +210,74 @@ impl<S: ConsentStore> SyncService<S> {
                 &self.config.contacts.match_field,
             ));
         }
+    }
+
+    /// Steps 1 and 2, in one round trip when the contacts' addresses are the
+    /// users themselves (`contact_match_field` = `contact_point_field`, the
+    /// default): the contact query and the consent-row query for the users'
+    /// `organization_user_id`s go together ([`ConsentStore::contacts_and_rows`]).
+    /// Dataverse matches both case-insensitively; addresses whose
+    /// [`ContactPointKey`] is not among the users' (a contact stored with
+    /// another spelling Dataverse still matched) are read in a second query.
+    /// A set the store refuses for good falls back to the step-by-step path,
+    /// which finds the one message that caused it.
+    async fn read<'a>(
+        &self,
+        pending: &[(usize, &'a ConsentPlan)],
+        outcomes: &mut Slots,
+        deadline: Instant,
+    ) -> Option<(Vec<PlannedMessage<'a>>, Vec<ConsentRow>)> {
+        let settings = &self.config.contacts;
+        let users = distinct(
+            pending
+                .iter()
+                .filter_map(|(_, plan)| plan.organization_user_id.clone()),
+        );
+        if settings.match_field != settings.point_field || users.is_empty() {
+            let messages = self.resolve_contacts(pending, outcomes, deadline).await?;
+            let rows = self
+                .read_rows(&messages, &BTreeSet::new(), outcomes, deadline)
+                .await?;
+            return Some((messages, rows));
+        }
+        let together = self
+            .store
+            .contacts_and_rows(
+                &settings.match_field,
+                &settings.point_field,
+                &users,
+                &users,
+                deadline,
+            )
+            .await;
+        let (contacts, mut rows) = match together {
+            Ok(found) => found,
+            Err(err) if err.is_retryable() => {
+                for (index, _) in pending {
+                    outcomes[*index] = Some(MessageOutcome::failed(
+                        format!("finding contacts: {err}"),
+                        true,
+                    ));
+                }
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the combined query was refused; reading step by step");
+                let messages = self.resolve_contacts(pending, outcomes, deadline).await?;
+                let rows = self
+                    .read_rows(&messages, &BTreeSet::new(), outcomes, deadline)
+                    .await?;
+                return Some((messages, rows));
+            }
+        };
+        let messages = self.assign_contacts(pending, &contacts, &BTreeMap::new(), outcomes)?;
+        let known: BTreeSet<ContactPointKey> =
+            users.iter().map(|u| ContactPointKey::of(u)).collect();
+        rows.extend(
+            self.read_rows(&messages, &known, outcomes, deadline)
+                .await?,
+        );
+        Some((messages, rows))
     }
 
     /// Step 1: the contacts of every user, and so the addresses each
@@ -237,6 +306,20 @@ impl<S: ConsentStore> SyncService<S> {
                 .await
         })
         .await;
+        self.assign_contacts(pending, &contacts, &failed, outcomes)
+    }
+
+    /// The addresses of each message from the contacts found; messages that
+    /// need no write after all (or whose contacts could not be read) are
+    /// decided here.
+    fn assign_contacts<'a>(
+        &self,
+        pending: &[(usize, &'a ConsentPlan)],
+        contacts: &[Contact],
+        failed: &BTreeMap<ContactPointKey, (String, bool)>,
+        outcomes: &mut Slots,
+    ) -> Option<Vec<PlannedMessage<'a>>> {
+        let settings = &self.config.contacts;
         let mut messages = Vec::new();
         for (index, plan) in pending {
             let user = plan.organization_user_id.as_deref().unwrap_or_default();
@@ -247,7 +330,7 @@ impl<S: ConsentStore> SyncService<S> {
                 ));
                 continue;
             }
-            match contact_points(user, &contacts, settings) {
+            match contact_points(user, contacts, settings) {
                 ContactPoints::Skip(reason) => {
                     outcomes[*index] = Some(MessageOutcome::Skipped { reason })
                 }
@@ -282,18 +365,21 @@ impl<S: ConsentStore> SyncService<S> {
         (!messages.is_empty()).then_some(messages)
     }
 
-    /// Step 2: every consent row of the messages' addresses. Messages whose
-    /// addresses could not be read are failed; `None` when none is left.
+    /// Step 2: every consent row of the messages' addresses, except those
+    /// whose key is in `known` (already read). Messages whose addresses
+    /// could not be read are failed; `None` when none is left.
     async fn read_rows(
         &self,
         messages: &[PlannedMessage<'_>],
+        known: &BTreeSet<ContactPointKey>,
         outcomes: &mut Slots,
         deadline: Instant,
     ) -> Option<Vec<ConsentRow>> {
         let addresses = distinct(
             messages
                 .iter()
-                .flat_map(|message| message.addresses.iter().cloned()),
+                .flat_map(|message| message.addresses.iter().cloned())
+                .filter(|address| !known.contains(&ContactPointKey::of(address))),
         );
         let (rows, failed) = isolate(&addresses, |values| async move {
             self.store.consent_rows(&values, deadline).await

@@ -53,6 +53,27 @@ pub trait ConsentStore: Send + Sync {
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<ConsentRow>, Self::Error>> + Send;
 
+    /// [`ConsentStore::find_contacts`] and [`ConsentStore::consent_rows`]
+    /// together: a store that can send both queries in one round trip (the
+    /// Dataverse client: one `$batch` of GETs) overrides this; the default
+    /// runs them one after the other.
+    fn contacts_and_rows(
+        &self,
+        match_field: &str,
+        point_field: &str,
+        values: &[String],
+        contact_points: &[String],
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(Vec<Contact>, Vec<ConsentRow>), Self::Error>> + Send {
+        async move {
+            let contacts = self
+                .find_contacts(match_field, point_field, values, deadline)
+                .await?;
+            let rows = self.consent_rows(contact_points, deadline).await?;
+            Ok((contacts, rows))
+        }
+    }
+
     /// Executes the writes together; one result per op, in order.
     fn execute_writes(
         &self,

@@ -264,7 +264,9 @@ async fn unknown_contact_is_skipped_without_upsert_mode() {
         panic!("{outcomes:?}")
     };
     assert!(reason.to_string().contains("upsert_mode is off"));
-    assert_eq!(*store.calls.lock().unwrap(), ["contacts"]);
+    // The contacts and their rows are read together (one round trip at
+    // Dataverse); no write follows.
+    assert_eq!(*store.calls.lock().unwrap(), ["contacts", "rows"]);
 }
 
 #[tokio::test]
@@ -499,8 +501,9 @@ async fn a_set_query_refused_because_of_one_id_fails_only_that_message() {
         matches!(outcomes[2], MessageOutcome::Written { .. }),
         "{outcomes:?}"
     );
-    // One set query, then one per user to find the culprit.
-    assert_eq!(*store.query_sizes.lock().unwrap(), vec![3, 1, 1, 1]);
+    // The combined set query (contacts with their rows), refused; then the
+    // step-by-step path: the set again, then one per user to find the culprit.
+    assert_eq!(*store.query_sizes.lock().unwrap(), vec![3, 3, 1, 1, 1]);
 }
 
 #[tokio::test]

@@ -91,6 +91,28 @@ pub struct InvocationTally {
     pub duration: Duration,
 }
 
+/// What one reverse-sync pass did, as counted for its metric line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReversePassTally {
+    /// Changed rows read from Dataverse.
+    pub rows: u64,
+    /// Consent events Didomi accepted.
+    pub events: u64,
+    /// Rows deliberately not sent (own writes, opt-ins, already in Didomi, …).
+    pub ignored: u64,
+    /// Rows no mapping can express (each also logged).
+    pub not_expressible: u64,
+    /// The pass failed (the watermark stayed).
+    pub failed: bool,
+    /// The pass did not run: another pass (an operator's CLI run, say) held
+    /// the lock. Not a failure: the next scheduled pass picks the rows up.
+    pub skipped: bool,
+    /// Dataverse traffic.
+    pub dataverse: DataverseTraffic,
+    /// Wall time of the pass.
+    pub duration: Duration,
+}
+
 /// Where the metrics go: namespace and the function's name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metrics {
@@ -170,6 +192,45 @@ impl Metrics {
             ));
         }
         lines
+    }
+
+    /// The EMF line for one reverse-sync pass (the scheduled function), stamped `at`.
+    pub fn reverse_pass_line(&self, tally: &ReversePassTally, at: SystemTime) -> String {
+        self.document(
+            at,
+            &[],
+            &[
+                ("ReverseRowsRead", "Count", tally.rows as f64),
+                ("ReverseEventsPosted", "Count", tally.events as f64),
+                ("ReverseRowsIgnored", "Count", tally.ignored as f64),
+                (
+                    "ReverseRowsNotExpressible",
+                    "Count",
+                    tally.not_expressible as f64,
+                ),
+                ("ReversePassFailed", "Count", u8::from(tally.failed) as f64),
+                (
+                    "ReversePassSkipped",
+                    "Count",
+                    u8::from(tally.skipped) as f64,
+                ),
+                (
+                    "DataverseRequests",
+                    "Count",
+                    tally.dataverse.requests as f64,
+                ),
+                (
+                    "DataverseThrottled",
+                    "Count",
+                    tally.dataverse.throttled as f64,
+                ),
+                (
+                    "ReversePassDurationMs",
+                    "Milliseconds",
+                    millis(tally.duration),
+                ),
+            ],
+        )
     }
 
     /// The EMF line for a start: a cold start that took `init`.
@@ -270,6 +331,30 @@ mod tests {
         }
         assert_eq!(line["WebhooksReceived"], 3.0);
         assert_eq!(line["ConsentsCreated"], 2.0);
+    }
+
+    #[test]
+    fn a_reverse_pass_line_carries_its_counts_and_whether_it_failed() {
+        let metrics = Metrics::new("Ns", "reverse-fn");
+        let tally = ReversePassTally {
+            rows: 4,
+            events: 2,
+            ignored: 1,
+            not_expressible: 1,
+            failed: true,
+            ..ReversePassTally::default()
+        };
+        let line = parse(&metrics.reverse_pass_line(&tally, SystemTime::now()));
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        for definition in directive["Metrics"].as_array().unwrap() {
+            let name = definition["Name"].as_str().unwrap();
+            assert!(line[name].is_number(), "{name} has a value");
+        }
+        assert_eq!(line["ReverseRowsRead"], 4.0);
+        assert_eq!(line["ReverseEventsPosted"], 2.0);
+        assert_eq!(line["ReverseRowsNotExpressible"], 1.0);
+        assert_eq!(line["ReversePassFailed"], 1.0);
     }
 
     #[test]

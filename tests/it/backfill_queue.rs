@@ -4,7 +4,6 @@
 //! Lambda Runtime API of `cargo lambda`, which writes them to the emulator
 //! whatever `properties.webhook_types` says, and never over a newer row.
 
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use cpc_emulator::{Emulator, EmulatorHandle};
 use didomi_cpc_sync::adapters::didomi_api::DidomiApiClient;
 use didomi_cpc_sync::adapters::http::http_client;
@@ -16,25 +15,9 @@ use serde_json::{Value, json};
 use crate::support::didomi::{self, settings, users};
 use crate::support::inprocess::{EMULATOR_SECRET, config_for, config_json, fast_policy, table};
 use crate::support::lambda::LocalLambda;
-use crate::support::moto::MotoServer;
+use crate::support::moto::{MotoServer, sqs_client_for};
 
 const SECRET_NAME: &str = "didomi/cpc-sync";
-
-fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDTESTTESTTEST",
-            "test-secret-access-key",
-            None,
-            None,
-            "tests",
-        ))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
-}
 
 /// Every message on the queue, as SQS event records (and deleted from the queue).
 async fn drain(client: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<Value> {
@@ -119,7 +102,7 @@ async fn snapshots_sent_to_the_queue_are_written_by_the_real_bootstrap() {
     );
     let emulator = Emulator::start(seed).unwrap();
     let moto = MotoServer::start().await;
-    let sqs = sqs_client(&moto.endpoint);
+    let sqs = sqs_client_for(&moto.endpoint);
     let queue_url = sqs
         .create_queue()
         .queue_name("didomi-cpc-sync-webhooks")
@@ -186,7 +169,7 @@ async fn the_command_sends_to_the_queue_named_by_queue_url() {
     let emulator =
         Emulator::start(didomi::seed(0, didomi::didomi_section(users(12), |_| {}))).unwrap();
     let moto = MotoServer::start().await;
-    let sqs = sqs_client(&moto.endpoint);
+    let sqs = sqs_client_for(&moto.endpoint);
     let queue_url = sqs
         .create_queue()
         .queue_name("cli-backfill")

@@ -4,7 +4,6 @@
 //! exit status.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use cpc_emulator::{Emulator, EmulatorHandle, Seed};
 use didomi_cpc_sync::adapters::didomi_api::DidomiApiClient;
@@ -234,19 +233,7 @@ async fn command(emulator: &EmulatorHandle, config: Value, extra: &[&str]) -> (i
         dir.join("drift.jsonl").display().to_string(),
     ];
     args.extend(extra.iter().map(|arg| arg.to_string()));
-    let base = emulator.base_url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cpc-sync"))
-            .args(&args)
-            .env("ALLOW_INSECURE_HTTP", "true")
-            .env("AZURE_AUTHORITY_HOST", &base)
-            .env("DIDOMI_API_URL", format!("{base}/v1"))
-            .env_remove("SECRET_ID")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = didomi::cpc_sync_against(emulator, args).await;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status.code().unwrap_or(-1), stderr)
 }

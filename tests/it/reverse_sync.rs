@@ -10,10 +10,9 @@ use std::path::Path;
 use cpc_emulator::{Emulator, EmulatorHandle, Seed};
 use didomi_cpc_sync::adapters::didomi_api::DidomiApiClient;
 use didomi_cpc_sync::adapters::http::http_client;
-use didomi_cpc_sync::cli::reverse::{
-    ReverseError, ReverseOptions, ReverseSummary, Watermark, read_watermark, run_once,
-    write_watermark,
-};
+use didomi_cpc_sync::adapters::state_file::FileWatermarkStore;
+use didomi_cpc_sync::cli::reverse::{StateChoice, run_once};
+use didomi_cpc_sync::service::reverse::{ReverseError, ReverseSummary, Watermark};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -31,14 +30,14 @@ const PURPOSE: &str = "10000000-0000-0000-0000-000000000003";
 const NEWS_TOPIC: &str = "23db4a4d-ba9f-f011-bbd3-6045bd194648";
 /// Fed by `<Topics>/v-offers` (no purpose): not reversible.
 const OFFERS_TOPIC: &str = "5b1c9e1a-7f3d-4c2a-9e8b-2d4f6a8c0e13";
-const PURPOSE_ROW: &str = "aaaaaaaa-0000-4000-8000-000000000001";
-const NEWS_ROW: &str = "aaaaaaaa-0000-4000-8000-000000000002";
+pub(crate) const PURPOSE_ROW: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+pub(crate) const NEWS_ROW: &str = "aaaaaaaa-0000-4000-8000-000000000002";
 const OFFERS_ROW: &str = "aaaaaaaa-0000-4000-8000-000000000003";
 const OPTED_OUT: i64 = 534_120_002;
-const UNSUBSCRIBE: i64 = 534_120_007;
+pub(crate) const UNSUBSCRIBE: i64 = 534_120_007;
 const INTERNAL: i64 = 534_120_000;
 /// A person editing in the Dynamics UI.
-const PERSON: &str = "0b0b0b0b-1111-4222-8333-444444444444";
+pub(crate) const PERSON: &str = "0b0b0b0b-1111-4222-8333-444444444444";
 
 fn row(id: &str, topic: Option<&str>) -> Value {
     json!({
@@ -53,7 +52,7 @@ fn row(id: &str, topic: Option<&str>) -> Value {
 
 /// user0 opted in to the purpose with v-news and v-offers in Didomi, and
 /// opted-in purpose, News and Offers rows in Dynamics.
-fn seed() -> Seed {
+pub(crate) fn seed() -> Seed {
     let users = vec![didomi::user(
         0,
         true,
@@ -72,7 +71,7 @@ fn seed() -> Seed {
 }
 
 /// A person's edit in the Dynamics UI: opted out, from `source`.
-fn unsubscribe(emulator: &EmulatorHandle, row: &str, source: i64, by: &str) {
+pub(crate) fn unsubscribe(emulator: &EmulatorHandle, row: &str, source: i64, by: &str) {
     emulator
         .edit_row(
             SET,
@@ -89,16 +88,30 @@ struct Pass {
 }
 
 async fn pass(emulator: &EmulatorHandle, dry_run: bool, watermark: &Path) -> Pass {
+    pass_in_pages(emulator, dry_run, watermark, None).await
+}
+
+/// [`pass`] with the changed rows asked for `page_size` at a time.
+async fn pass_in_pages(
+    emulator: &EmulatorHandle,
+    dry_run: bool,
+    watermark: &Path,
+    page_size: Option<u32>,
+) -> Pass {
     let config = config_for(emulator, |_| {});
-    let dataverse = client_for(emulator, &config, fast_policy());
+    let mut dataverse = client_for(emulator, &config, fast_policy());
+    if let Some(rows) = page_size {
+        dataverse = dataverse.with_max_page_size(rows);
+    }
     let own_user = own_user(emulator).await;
     let didomi = DidomiApiClient::new(http_client(), &settings(emulator, |_| {}), fast_policy());
-    let options = ReverseOptions {
-        dry_run,
-        watermark: Some(watermark.to_path_buf()),
-    };
+    let state = StateChoice::File(watermark.to_path_buf());
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
     let mut out = Vec::new();
-    let result = run_once(&dataverse, &didomi, &config, own_user, &options, &mut out).await;
+    let result = run_once(
+        &dataverse, &didomi, &config, own_user, &state, dry_run, deadline, &mut out,
+    )
+    .await;
     let lines = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -107,7 +120,7 @@ async fn pass(emulator: &EmulatorHandle, dry_run: bool, watermark: &Path) -> Pas
     Pass { result, lines }
 }
 
-async fn own_user(emulator: &EmulatorHandle) -> Uuid {
+pub(crate) async fn own_user(emulator: &EmulatorHandle) -> Uuid {
     let config = config_for(emulator, |_| {});
     client_for(emulator, &config, fast_policy())
         .who_am_i(Instant::now() + std::time::Duration::from_secs(10))
@@ -115,7 +128,24 @@ async fn own_user(emulator: &EmulatorHandle) -> Uuid {
         .unwrap()
 }
 
-fn didomi_user0(emulator: &EmulatorHandle) -> Value {
+/// The watermark in the file, if any.
+fn read_watermark(path: &Path) -> Result<Option<Watermark>, String> {
+    FileWatermarkStore::new(path)
+        .read()
+        .map(|(watermark, _)| watermark)
+        .map_err(|err| err.to_string())
+}
+
+/// Writes a watermark file as a previous pass would have.
+fn write_watermark(path: &Path, watermark: &Watermark) {
+    std::fs::write(
+        path,
+        json!({"modifiedon": watermark.modifiedon, "version": 1}).to_string(),
+    )
+    .unwrap();
+}
+
+pub(crate) fn didomi_user0(emulator: &EmulatorHandle) -> Value {
     emulator
         .didomi()
         .users()
@@ -262,13 +292,19 @@ async fn a_didomi_429_or_5xx_keeps_the_watermark() {
     let old = Watermark {
         modifiedon: "2025-01-01T00:00:00Z".parse().unwrap(),
     };
-    write_watermark(&watermark, &old).unwrap();
+    write_watermark(&watermark, &old);
     unsubscribe(&emulator, PURPOSE_ROW, UNSUBSCRIBE, PERSON);
     // fast_policy makes 4 attempts: every one fails.
     emulator.didomi().fail_event_posts(&[429, 503, 500, 502]);
     let failed = pass(&emulator, false, &watermark).await;
     assert!(
-        matches!(failed.result, Err(ReverseError::Didomi(_))),
+        matches!(
+            failed.result,
+            Err(ReverseError::Didomi {
+                retryable: true,
+                ..
+            })
+        ),
         "{:?}",
         failed.result
     );
@@ -331,22 +367,9 @@ async fn the_echo_of_a_reverse_post_writes_nothing_in_dynamics() {
     assert_eq!(emulator.consents(), before, "the echo wrote nothing");
 }
 
-async fn command(emulator: &EmulatorHandle, args: Vec<String>) -> std::process::Output {
-    let base = emulator.base_url();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cpc-sync"))
-            .arg("reverse-sync")
-            .args(&args)
-            .env("ALLOW_INSECURE_HTTP", "true")
-            .env("AZURE_AUTHORITY_HOST", &base)
-            .env("DIDOMI_API_URL", format!("{base}/v1"))
-            .env_remove("SECRET_ID")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+async fn command(emulator: &EmulatorHandle, mut args: Vec<String>) -> std::process::Output {
+    args.insert(0, "reverse-sync".to_string());
+    didomi::cpc_sync_against(emulator, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,9 +446,9 @@ async fn a_re_read_edit_keeps_its_event_id_and_is_not_imported_twice() {
     );
 }
 
-#[tokio::test]
-async fn more_than_100_events_are_posted_in_arrays_of_at_most_100() {
-    let count = 130;
+/// `count` users opted in, each with a purpose row a person then
+/// unsubscribed in Dynamics.
+fn unsubscribed_in_dynamics(count: usize) -> EmulatorHandle {
     let users = (0..count)
         .map(|i| didomi::user(i, true, "v-news", "2025-06-01T12:00:00.000Z"))
         .collect();
@@ -442,6 +465,32 @@ async fn more_than_100_events_are_posted_in_arrays_of_at_most_100() {
     for id in &ids {
         unsubscribe(&emulator, id, UNSUBSCRIBE, PERSON);
     }
+    emulator
+}
+
+#[tokio::test]
+async fn changed_rows_are_read_across_pages() {
+    let emulator = unsubscribed_in_dynamics(60);
+    emulator.clear_requests();
+    let dir = scratch::dir("reverse-pages");
+    let summary = pass_in_pages(&emulator, false, &dir.join("watermark.json"), Some(25))
+        .await
+        .result
+        .unwrap();
+    assert_eq!((summary.rows, summary.events), (60, 60), "{summary:?}");
+    let pages = emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains(SET))
+        .count();
+    assert_eq!(pages, 3, "25 + 25 + 10 rows");
+    assert_eq!(emulator.didomi().events().len(), 60);
+}
+
+#[tokio::test]
+async fn more_than_100_events_are_posted_in_arrays_of_at_most_100() {
+    let count = 130;
+    let emulator = unsubscribed_in_dynamics(count);
     let dir = scratch::dir("reverse-batches");
     let summary = pass(&emulator, false, &dir.join("watermark.json"))
         .await

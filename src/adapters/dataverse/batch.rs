@@ -92,7 +92,12 @@ pub fn build_body(boundary: &str, parts: &[BatchPart]) -> String {
         out.push_str(&format!("Content-ID: {}\r\n", position + 1));
         out.push_str("\r\n");
         out.push_str(&format!("{} {} HTTP/1.1\r\n", part.method, part.path));
-        out.push_str("Content-Type: application/json; type=entry\r\n");
+        if part.method == "GET" {
+            // A query part has no body, so no Content-Type (reference §3.9).
+            out.push_str("Accept: application/json\r\n");
+        } else {
+            out.push_str("Content-Type: application/json; type=entry\r\n");
+        }
         for (name, value) in &part.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -332,6 +337,34 @@ mod tests {
         assert_eq!(body, expected);
         assert!(!body.replace("\r\n", "").contains('\n'), "no bare LF");
         assert!(!body.contains("changeset"), "no change sets");
+    }
+
+    #[test]
+    fn get_parts_have_no_body_type() {
+        let part = BatchPart {
+            method: "GET",
+            path: "/api/data/v9.2/contacts?$select=contactid".into(),
+            headers: vec![("Prefer", "odata.maxpagesize=10".into())],
+            body: String::new(),
+            create_only: false,
+            label: "query contacts",
+        };
+        assert_eq!(
+            build_body("b", &[part]),
+            concat!(
+                "--b\r\n",
+                "Content-Type: application/http\r\n",
+                "Content-Transfer-Encoding: binary\r\n",
+                "Content-ID: 1\r\n",
+                "\r\n",
+                "GET /api/data/v9.2/contacts?$select=contactid HTTP/1.1\r\n",
+                "Accept: application/json\r\n",
+                "Prefer: odata.maxpagesize=10\r\n",
+                "\r\n",
+                "\r\n",
+                "--b--\r\n",
+            )
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@
 
 pub(crate) mod batch;
 mod error;
+mod lookup;
 pub mod odata;
+pub mod pacer;
 mod reads;
 // The Didomi API client reuses the retry arithmetic.
 pub(crate) mod retry;
@@ -53,7 +55,20 @@ struct Inner {
     policy: RetryPolicy,
     max_page_size: Option<u32>,
     max_url_len: usize,
+    /// Requests in flight, bounded by `x-ms-dop-hint` and lowered on 429.
+    pacer: Arc<pacer::Pacer>,
+    /// Fewest writes worth a `$batch` of their own when splitting.
+    min_parts_per_request: usize,
 }
+
+/// Most concurrent requests one client sends by default (Lambda instance):
+/// `x-ms-dop-hint` lowers it further; `DATAVERSE_MAX_PARALLEL` sets it.
+pub use crate::config::DEFAULT_MAX_PARALLEL;
+
+/// Fewest writes per `$batch` when a batch's writes are split into parallel
+/// requests: below this, the extra request costs more of the service
+/// protection budget than the time it saves.
+pub const DEFAULT_MIN_PARTS_PER_REQUEST: usize = 50;
 
 impl fmt::Debug for DataverseClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,6 +104,8 @@ impl DataverseClient {
                 policy,
                 max_page_size: None,
                 max_url_len: odata::MAX_URL_LEN,
+                pacer: Arc::new(pacer::Pacer::new(DEFAULT_MAX_PARALLEL)),
+                min_parts_per_request: DEFAULT_MIN_PARTS_PER_REQUEST,
             }),
         }
     }
@@ -110,6 +127,25 @@ impl DataverseClient {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Sends at most `max_parallel` requests at once (fewer when
+    /// `x-ms-dop-hint` says so or after a 429), and splits a batch's writes
+    /// into parallel `$batch` requests of at least `min_parts_per_request`
+    /// writes each. `max_parallel` 1 never splits.
+    pub fn with_parallel_writes(self, max_parallel: usize, min_parts_per_request: usize) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.pacer = Arc::new(pacer::Pacer::new(max_parallel));
+        inner.min_parts_per_request = min_parts_per_request.max(1);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// How many requests this client may have in flight now (the pacer's
+    /// limit: at most the cap and the last `x-ms-dop-hint`).
+    pub fn parallelism(&self) -> usize {
+        self.inner.pacer.parallelism()
     }
 
     /// The environment origin this client talks to.

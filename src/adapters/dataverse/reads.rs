@@ -241,7 +241,7 @@ impl DataverseClient {
 
 impl Inner {
     /// GETs `first` and every page after it.
-    async fn get_all(
+    pub(super) async fn get_all(
         &self,
         operation: &str,
         first: Url,

@@ -129,6 +129,18 @@ impl Inner {
         else {
             return Err(deadline_timeout(operation));
         };
+        // Pacing (see `pacer`): wait for a slot, so this client never has
+        // more requests in flight than the hint allows.
+        let Ok(_permit) = tokio::time::timeout_at(deadline, self.pacer.acquire()).await else {
+            return Err(deadline_timeout(operation));
+        };
+        let Some(timeout) = self
+            .policy
+            .attempt_timeout(Instant::now(), deadline)
+            .map(|left| left.min(timeout))
+        else {
+            return Err(deadline_timeout(operation));
+        };
         let mut builder = self
             .http
             .request(request.method.clone(), request.url.clone())
@@ -162,6 +174,12 @@ impl Inner {
             Ok(Err(error)) => return Err(transport_error(operation, &error)),
             Err(_) => return Err(deadline_timeout(operation)),
         };
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let error = http_error(operation, status, &headers, &body, false);
+            self.pacer.throttled(error.retry_after());
+            return Err(error);
+        }
+        self.pacer.succeeded(super::pacer::dop_hint(&headers));
         if status.is_success() {
             return Ok(Answer {
                 headers,

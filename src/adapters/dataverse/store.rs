@@ -59,6 +59,25 @@ impl ConsentStore for DataverseClient {
         DataverseClient::consent_rows(self, contact_points, deadline).await
     }
 
+    async fn contacts_and_rows(
+        &self,
+        match_field: &str,
+        point_field: &str,
+        values: &[String],
+        contact_points: &[String],
+        deadline: Instant,
+    ) -> Result<(Vec<Contact>, Vec<ConsentRow>), DataverseError> {
+        DataverseClient::contacts_and_rows(
+            self,
+            match_field,
+            point_field,
+            values,
+            contact_points,
+            deadline,
+        )
+        .await
+    }
+
     async fn execute_writes(
         &self,
         ops: &[WriteOp],

@@ -740,6 +740,38 @@ async fn batch_failure_as_a_whole_is_the_outer_error_and_a_short_answer_fails_it
 }
 
 #[tokio::test]
+async fn query_batch_answers_out_of_content_id_order_are_refused() {
+    // The contacts answer carries Content-ID 2 and the rows answer 1: taking
+    // them by position would read rows as contacts.
+    let mut answer = batch_answer(&[]);
+    answer.body = ["2", "1"]
+        .iter()
+        .map(|id| {
+            format!(
+                "--batchresponse_1\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {id}\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{{\"value\":[]}}\r\n"
+            )
+        })
+        .collect::<String>()
+        + "--batchresponse_1--\r\n";
+    let server = serve(vec![answer]).await;
+    let error = client(&server, Arc::default())
+        .contacts_and_rows(
+            "emailaddress1",
+            "emailaddress1",
+            &["jane@example.com".to_string()],
+            &["jane@example.com".to_string()],
+            in_secs(10),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::BatchMismatch(_)),
+        "{error}"
+    );
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
 async fn invalid_ops_fail_alone() {
     let server = serve(vec![batch_answer(&[(204, "", "")])]).await;
     let bad = WriteOp::CreateContact(crate::domain::cpc::NewContact {

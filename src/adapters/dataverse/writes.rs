@@ -3,6 +3,7 @@
 //! back another message's; throttled parts are re-sent once; an answer that
 //! does not match its requests one to one is refused whole.
 
+use futures_util::future::join_all;
 use reqwest::Method;
 use tokio::time::Instant;
 
@@ -12,7 +13,8 @@ use super::{API_PATH, DataverseClient, DataverseError, ErrorKind, Inner, protoco
 use crate::domain::cpc::WriteOp;
 
 impl DataverseClient {
-    /// Executes `ops` in one `$batch` (several only beyond 1000 parts) with
+    /// Executes `ops` in one `$batch` (several side by side for large
+    /// batches, see `write_requests`, and beyond 1000 parts) with
     /// `Prefer: odata.continue-on-error`. Each op is its own top-level part,
     /// not in a change set, so one failure does not roll back the others.
     ///
@@ -39,16 +41,27 @@ impl DataverseClient {
                 }
             }
         }
-        for (chunk_index, chunk) in pending.chunks(batch::MAX_PARTS).enumerate() {
-            match self.inner.run_batch(chunk, deadline).await {
+        let requests = self.inner.write_requests(pending.len());
+        let chunk_len = pending.len().div_ceil(requests.max(1)).max(1);
+        let chunks: Vec<&[(usize, BatchPart)]> = pending.chunks(chunk_len).collect();
+        // The chunks go out together: the pacer keeps them within the hint.
+        let answers = join_all(
+            chunks
+                .iter()
+                .map(|chunk| self.inner.run_batch(chunk, deadline)),
+        )
+        .await;
+        let all_failed = answers.iter().all(Result::is_err);
+        for (chunk_index, (chunk, answer)) in chunks.iter().zip(answers).enumerate() {
+            match answer {
                 Ok(outcomes) => {
                     for ((index, _), outcome) in chunk.iter().zip(outcomes) {
                         results[*index] = outcome;
                     }
                 }
-                Err(error) if chunk_index == 0 => return Err(error),
+                Err(error) if chunk_index == 0 && all_failed => return Err(error),
                 Err(error) => {
-                    for (index, part) in chunk {
+                    for (index, part) in chunk.iter() {
                         results[*index] = Err(error
                             .clone()
                             .with_operation(part_operation(*index, part.label)));
@@ -66,16 +79,30 @@ impl DataverseClient {
 }
 
 impl Inner {
-    /// Sends `parts` as one `$batch` and maps each answer part to a result.
-    async fn run_batch(
+    /// How many `$batch` requests `writes` writes go in: one, unless the
+    /// batch is large enough that each of several requests still carries
+    /// `min_parts_per_request` writes (the server runs a `$batch`'s parts one
+    /// after another, so only large batches gain from running side by side);
+    /// then at most the pacer's parallelism (`min(x-ms-dop-hint, cap)`,
+    /// lowered after 429s). Never more than 1000 parts in one.
+    fn write_requests(&self, writes: usize) -> usize {
+        let worth = writes / self.min_parts_per_request.max(1);
+        let parallel = worth.clamp(1, self.pacer.parallelism().max(1));
+        parallel.max(writes.div_ceil(batch::MAX_PARTS))
+    }
+
+    /// Posts `parts` as one `$batch` (continue on error) and returns one
+    /// answer per part, in order: answers are matched to their requests by
+    /// Content-ID, and a count or id mismatch fails the whole call. Shared by
+    /// the queries (`lookup.rs`) and the writes.
+    pub(super) async fn post_batch(
         &self,
-        parts: &[(usize, BatchPart)],
+        parts: &[BatchPart],
         deadline: Instant,
-    ) -> Result<Vec<Result<(), DataverseError>>, DataverseError> {
+    ) -> Result<Vec<batch::PartResponse>, DataverseError> {
         const OPERATION: &str = "$batch";
         let boundary = batch::new_boundary();
-        let owned: Vec<BatchPart> = parts.iter().map(|(_, part)| part.clone()).collect();
-        let body = batch::build_body(&boundary, &owned);
+        let body = batch::build_body(&boundary, parts);
         let content_type = batch::content_type(&boundary);
         let mut url = self.api.clone();
         url.set_path(&format!("{API_PATH}$batch"));
@@ -92,6 +119,17 @@ impl Inner {
             .map_err(|e| protocol(OPERATION, e).with_request_id(request_id(&answer.headers)))?;
         check_one_answer_per_request(&responses, parts.len())
             .map_err(|e| e.with_request_id(request_id(&answer.headers)))?;
+        Ok(responses)
+    }
+
+    /// Sends `parts` as one `$batch` and maps each answer part to a result.
+    async fn run_batch(
+        &self,
+        parts: &[(usize, BatchPart)],
+        deadline: Instant,
+    ) -> Result<Vec<Result<(), DataverseError>>, DataverseError> {
+        let owned: Vec<BatchPart> = parts.iter().map(|(_, part)| part.clone()).collect();
+        let responses = self.post_batch(&owned, deadline).await?;
         Ok(parts
             .iter()
             .enumerate()
@@ -132,6 +170,15 @@ impl Inner {
             .iter()
             .filter_map(|(index, _)| results[*index].as_ref().err()?.retry_after())
             .max();
+        if again.iter().any(|(index, _)| {
+            results[*index]
+                .as_ref()
+                .err()
+                .and_then(DataverseError::status)
+                == Some(429)
+        }) {
+            self.pacer.throttled(retry_after);
+        }
         let wait = self.policy.wait_before_retry(0, retry_after);
         if !retry::wait_fits(Instant::now(), wait, deadline) {
             for (index, _) in &again {
@@ -147,9 +194,11 @@ impl Inner {
             "re-sending throttled or failed $batch parts once"
         );
         tokio::time::sleep(wait).await;
-        for chunk in again.chunks(batch::MAX_PARTS) {
+        let chunks: Vec<&[(usize, BatchPart)]> = again.chunks(batch::MAX_PARTS).collect();
+        let answers = join_all(chunks.iter().map(|chunk| self.run_batch(chunk, deadline))).await;
+        for (chunk, answer) in chunks.iter().zip(answers) {
             // A failure of the re-send as a whole keeps the first answers.
-            if let Ok(outcomes) = self.run_batch(chunk, deadline).await {
+            if let Ok(outcomes) = answer {
                 for ((index, _), outcome) in chunk.iter().zip(outcomes) {
                     results[*index] = outcome;
                 }
@@ -159,7 +208,7 @@ impl Inner {
 }
 
 /// The error of one failed `$batch` part.
-fn part_error(
+pub(super) fn part_error(
     operation: &str,
     response: &batch::PartResponse,
     create_only: bool,

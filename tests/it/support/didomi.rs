@@ -92,3 +92,26 @@ pub fn settings(emulator: &EmulatorHandle, edit: impl FnOnce(&mut Value)) -> Did
     let url = format!("{}/v1", emulator.base_url());
     DidomiApiSettings::from_document(&json!({ "didomi_api": api }), Some(&url), true).unwrap()
 }
+
+/// Runs the real `cpc-sync` with `args` (the subcommand first) against
+/// `emulator` as Entra, Dataverse and the Didomi API, with loopback `http://`
+/// allowed and nothing inherited that could point it elsewhere.
+pub async fn cpc_sync_against(
+    emulator: &EmulatorHandle,
+    args: Vec<String>,
+) -> std::process::Output {
+    let base = emulator.base_url();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cpc-sync"))
+            .args(&args)
+            .env("ALLOW_INSECURE_HTTP", "true")
+            .env("AZURE_AUTHORITY_HOST", &base)
+            .env("DIDOMI_API_URL", format!("{base}/v1"))
+            .env_remove("SECRET_ID")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}

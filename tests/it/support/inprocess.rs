@@ -194,6 +194,21 @@ pub fn has_no_duplicates(rows: &[RowView]) -> bool {
     keys.len() == rows.len()
 }
 
+/// How many Dataverse requests the emulator served that write: a `$batch`
+/// with at least one operation other than `GET`, or a plain request other
+/// than `GET`. A `$batch` of queries is a read.
+pub fn dataverse_write_requests(emulator: &EmulatorHandle) -> usize {
+    emulator
+        .requests()
+        .iter()
+        .filter(|request| request.path.starts_with("/api/data/"))
+        .filter(|request| match request.batch_writes {
+            Some(writes) => writes > 0,
+            None => request.method != "GET",
+        })
+        .count()
+}
+
 /// Requests the emulator served under the Dataverse API, as `METHOD path` (no query).
 pub fn dataverse_requests(emulator: &EmulatorHandle) -> Vec<String> {
     emulator

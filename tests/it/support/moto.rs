@@ -101,19 +101,25 @@ impl MotoServer {
     }
 }
 
+/// The static credentials every test client signs with (the AWS SDKs share
+/// the type).
+fn test_credentials() -> Credentials {
+    Credentials::new(
+        "AKIDTESTTESTTEST",
+        "test-secret-access-key",
+        None,
+        None,
+        "tests",
+    )
+}
+
 /// A Secrets Manager client for `endpoint` with region us-east-1 and static
 /// test credentials, one attempt only (so failures are quick).
 pub fn client_for(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     let config = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDTESTTESTTEST",
-            "test-secret-access-key",
-            None,
-            None,
-            "tests",
-        ))
+        .credentials_provider(test_credentials())
         .endpoint_url(endpoint)
         .retry_config(aws_sdk_secretsmanager::config::retry::RetryConfig::disabled())
         .build();
@@ -124,16 +130,81 @@ pub fn client_for(endpoint: &str) -> aws_sdk_secretsmanager::Client {
 pub fn sqs_client_for(endpoint: &str) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "AKIDTESTTESTTEST",
-            "test-secret-access-key",
-            None,
-            None,
-            "tests",
-        ))
+        .region(Region::new("us-east-1"))
+        .credentials_provider(test_credentials())
         .endpoint_url(endpoint)
         .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
         .build();
     aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A DynamoDB client for `endpoint`, configured like [`client_for`].
+pub fn dynamodb_client_for(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(test_credentials())
+        .endpoint_url(endpoint)
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+impl MotoServer {
+    /// A real DynamoDB client for this server.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        dynamodb_client_for(&self.endpoint)
+    }
+
+    /// Creates the reverse-sync state table `name` as the template does
+    /// (partition key `pk`, a String; on demand).
+    pub async fn create_state_table(&self, name: &str) {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        self.dynamodb()
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("moto creates the state table");
+    }
+
+    /// Puts the reverse-sync lock item in `table` as a pass holding it until
+    /// `expires_at` would.
+    pub async fn put_state_lock(
+        &self,
+        table: &str,
+        holder: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.dynamodb()
+            .put_item()
+            .table_name(table)
+            .item("pk", AttributeValue::S("lock".into()))
+            .item("holder", AttributeValue::S(holder.into()))
+            .item(
+                "expires_at",
+                AttributeValue::N(expires_at.timestamp().to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
 }

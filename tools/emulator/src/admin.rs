@@ -35,6 +35,40 @@ pub fn router() -> Router<App> {
         .route("/clock", put(clock_setting))
         .route("/cost", get(cost).put(set_cost))
         .route("/stats", get(stats))
+        .route("/didomi/webhook", put(didomi_webhook))
+        .route("/didomi/webhooks", get(didomi_webhooks))
+}
+
+/// `PUT /_emulator/didomi/webhook` `{"url": "http://…" | null}`: where the
+/// emulated Didomi sends its `event.created` webhooks.
+async fn didomi_webhook(State(app): State<App>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Target {
+        url: Option<String>,
+    }
+    match serde_json::from_slice::<Target>(&body) {
+        Ok(target) => {
+            app.didomi.set_webhook_url(target.url);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(err) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("expected {{\"url\": string | null}}: {err}")})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /_emulator/didomi/webhooks`: the webhooks sent, `[{"body", "status"}]`.
+async fn didomi_webhooks(State(app): State<App>) -> Json<Value> {
+    let sent: Vec<Value> = app
+        .didomi
+        .webhook_deliveries()
+        .into_iter()
+        .map(|delivery| json!({"body": delivery.body, "status": delivery.status}))
+        .collect();
+    Json(Value::Array(sent))
 }
 
 /// An edit "as a person in the Dynamics UI" (`POST /_emulator/rows/<set>/<id>`).
@@ -111,7 +145,7 @@ pub fn edit_row(
     row.insert("versionnumber".into(), serde_json::json!(version));
     let by = modified_by.unwrap_or(users::SOMEONE_ELSE);
     row.insert("_modifiedby_value".into(), serde_json::json!(by));
-    st.tables.rows_mut(kind)[pos] = row.clone();
+    st.tables.replace(kind, pos, row.clone());
     Ok(Value::Object(row))
 }
 

@@ -52,6 +52,9 @@ pub struct BatchOutcome {
     pub response: DvResponse,
     /// Operations in the batch, change-set members included.
     pub operations: usize,
+    /// Of those, the ones that are not `GET`: tests tell a batch of queries
+    /// from a batch of writes by it.
+    pub writes: usize,
     /// Execution time charged (cost model).
     pub exec_ms: u64,
 }
@@ -67,6 +70,7 @@ pub async fn handle(
     let refused = |e: DvError, operations| BatchOutcome {
         response: e.into(),
         operations,
+        writes: 0,
         exec_ms: 0,
     };
     let items = match parse(headers, body) {
@@ -78,6 +82,13 @@ pub async fn handle(
         .map(|i| match i {
             Item::Single(_) => 1,
             Item::ChangeSet(ops) => ops.len(),
+        })
+        .sum();
+    let writes = items
+        .iter()
+        .map(|i| match i {
+            Item::Single(op) => usize::from(op.method != "GET"),
+            Item::ChangeSet(ops) => ops.iter().filter(|op| op.method != "GET").count(),
         })
         .sum();
     if count > MAX_OPERATIONS {
@@ -101,6 +112,7 @@ pub async fn handle(
     BatchOutcome {
         response,
         operations: count,
+        writes,
         exec_ms,
     }
 }

@@ -28,6 +28,7 @@ mod users;
 
 pub use clock::ClockSetting;
 pub use cost::{CostModel, Limits};
+pub use didomi_api::webhooks::Delivery as WebhookDelivery;
 pub use didomi_api::{DidomiApi, DidomiKey, DidomiSeed, RateLimit};
 pub use faults::{DropWhen, FaultAction, FaultRule, HoldUntil};
 pub use limits::ThrottleCounts;

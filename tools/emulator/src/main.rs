@@ -1,6 +1,8 @@
 //! `cpc-emulator --seed FILE [--port 8080] [--host 127.0.0.1] [cost-model flags]`: prints
 //! `{"listening":"http://HOST:PORT"}` on stdout when ready, logs requests to stderr.
-//! Cost-model flags override the seed's `cost`; `--behind-tls` its `behind_tls`.
+//! Cost-model flags override the seed's `cost`; `--behind-tls` its `behind_tls`;
+//! `--didomi-webhook-url` its `didomi.webhook_url` (where the emulated Didomi
+//! sends an `event.created` webhook for every imported consent event).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -16,11 +18,13 @@ struct Args {
     dop_hint: Option<u32>,
     limits: Option<Limits>,
     behind_tls: bool,
+    didomi_webhook_url: Option<String>,
 }
 
 const USAGE: &str = "usage: cpc-emulator [--seed FILE] [--port PORT] [--host 127.0.0.1] \
 [--op-cost-ms MS] [--parallelism N] [--dop-hint N] \
-[--limits requests=N,exec_ms=MS,window_s=S,concurrent=N] [--behind-tls]";
+[--limits requests=N,exec_ms=MS,window_s=S,concurrent=N] [--behind-tls] \
+[--didomi-webhook-url URL]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -32,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
         dop_hint: None,
         limits: None,
         behind_tls: false,
+        didomi_webhook_url: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
                 args.limits = Some(value()?.parse().map_err(|e| format!("--limits: {e}"))?)
             }
             "--behind-tls" => args.behind_tls = true,
+            "--didomi-webhook-url" => args.didomi_webhook_url = Some(value()?),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
         }
@@ -107,6 +113,9 @@ async fn main() -> ExitCode {
         seed.cost.limits = Some(l);
     }
     seed.behind_tls |= args.behind_tls;
+    if let Some(url) = args.didomi_webhook_url {
+        seed.didomi.get_or_insert_with(Default::default).webhook_url = Some(url);
+    }
     let handle = match Emulator::start_on(seed, SocketAddr::new(args.host, args.port)) {
         Ok(h) => h,
         Err(e) => {

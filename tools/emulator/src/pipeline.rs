@@ -68,6 +68,7 @@ pub async fn handle(
         bearer,
         status: None,
         batch_parts: None,
+        batch_writes: None,
         duration_ms: 0,
         fault: action.as_ref().map(describe),
     };
@@ -98,7 +99,10 @@ pub async fn handle(
     };
     app.completions.announce(&method, &path, body);
     record.status = Some(resp.status().as_u16());
-    record.batch_parts = resp.extensions().get::<BatchParts>().map(|b| b.0);
+    if let Some(parts) = resp.extensions().get::<BatchParts>() {
+        record.batch_parts = Some(parts.operations);
+        record.batch_writes = Some(parts.writes);
+    }
     record.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(%method, %path, status = resp.status().as_u16(), ms = record.duration_ms, "request");
     let drop_after = action.is_some_and(|a| a.drop == Some(DropWhen::After));

@@ -32,6 +32,8 @@ pub struct App {
     pub behind_tls: bool,
     /// Every processed request, for faults that hold a request until another one is applied.
     pub completions: Completions,
+    /// The Didomi API emulation (for its admin routes).
+    pub didomi: crate::didomi_api::DidomiApi,
 }
 
 impl App {
@@ -48,7 +50,12 @@ impl App {
 
 /// Response extension: operations in a `$batch` (for the request log).
 #[derive(Clone, Copy, Debug)]
-pub struct BatchParts(pub usize);
+pub struct BatchParts {
+    /// Every operation, change-set members included.
+    pub operations: usize,
+    /// The operations that are not `GET`.
+    pub writes: usize,
+}
 
 /// Entry point: starts emulators.
 pub struct Emulator;
@@ -90,6 +97,7 @@ impl Emulator {
             base_url: base_url.clone(),
             behind_tls,
             completions: Completions::default(),
+            didomi: didomi.clone(),
         };
         let (tx, rx) = watch::channel(false);
         let task = runtime.spawn(accept_loop(listener, app, didomi.clone(), rx));

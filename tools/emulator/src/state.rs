@@ -32,6 +32,8 @@ pub struct RequestRecord {
     pub status: Option<u16>,
     /// For `$batch`: the number of operations (requests inside change sets included).
     pub batch_parts: Option<usize>,
+    /// For `$batch`: how many of those operations are not `GET`.
+    pub batch_writes: Option<usize>,
     /// Wall time spent, including injected delays.
     pub duration_ms: u64,
     /// Injected fault, if any (e.g. `status 429`, `drop after`).
@@ -60,44 +62,70 @@ impl SecretEntry {
 /// A table row: every readable property, nulls included.
 pub type Row = Map<String, Value>;
 
-/// Rows of the four tables, in creation order.
+/// Rows of the four tables, in creation order, with an index by primary key:
+/// a backlog drain looks a row up for every write, and a linear search made the
+/// emulator itself the bottleneck once the tables held tens of thousands of rows.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
-    pub contacts: Vec<Row>,
-    pub consents: Vec<Row>,
-    pub purposes: Vec<Row>,
-    pub topics: Vec<Row>,
+    rows: [Vec<Row>; 4],
+    /// Lower-case primary key → position in `rows`, per table.
+    index: [HashMap<String, usize>; 4],
+}
+
+fn slot(kind: EntityKind) -> usize {
+    match kind {
+        EntityKind::Contact => 0,
+        EntityKind::Consent => 1,
+        EntityKind::Purpose => 2,
+        EntityKind::Topic => 3,
+    }
+}
+
+fn key_of(kind: EntityKind, row: &Row) -> Option<String> {
+    row.get(kind.def().pk)
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
 }
 
 impl Tables {
+    /// A table's rows, in creation order.
     pub fn rows(&self, kind: EntityKind) -> &Vec<Row> {
-        match kind {
-            EntityKind::Contact => &self.contacts,
-            EntityKind::Consent => &self.consents,
-            EntityKind::Purpose => &self.purposes,
-            EntityKind::Topic => &self.topics,
-        }
+        &self.rows[slot(kind)]
     }
 
-    pub fn rows_mut(&mut self, kind: EntityKind) -> &mut Vec<Row> {
-        match kind {
-            EntityKind::Contact => &mut self.contacts,
-            EntityKind::Consent => &mut self.consents,
-            EntityKind::Purpose => &mut self.purposes,
-            EntityKind::Topic => &mut self.topics,
+    /// Appends a row (its primary key set).
+    pub fn push(&mut self, kind: EntityKind, row: Row) {
+        let at = slot(kind);
+        if let Some(key) = key_of(kind, &row) {
+            self.index[at].insert(key, self.rows[at].len());
         }
+        self.rows[at].push(row);
+    }
+
+    /// Replaces the row at `pos` (the primary key does not change).
+    pub fn replace(&mut self, kind: EntityKind, pos: usize, row: Row) {
+        self.rows[slot(kind)][pos] = row;
+    }
+
+    /// Removes the row at `pos`; later rows move up, so the index is rebuilt.
+    pub fn remove(&mut self, kind: EntityKind, pos: usize) {
+        let at = slot(kind);
+        self.rows[at].remove(pos);
+        self.index[at] = self.rows[at]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, row)| key_of(kind, row).map(|key| (key, i)))
+            .collect();
     }
 
     /// Index of the row with this primary key (GUIDs compare case-insensitively).
     pub fn position(&self, kind: EntityKind, id: &str) -> Option<usize> {
-        let pk = kind.def().pk;
-        self.rows(kind).iter().position(|r| {
-            r.get(pk)
-                .and_then(Value::as_str)
-                .is_some_and(|v| v.eq_ignore_ascii_case(id))
-        })
+        self.index[slot(kind)]
+            .get(&id.to_ascii_lowercase())
+            .copied()
     }
 
+    /// The row with this primary key.
     pub fn find(&self, kind: EntityKind, id: &str) -> Option<&Row> {
         self.position(kind, id).map(|i| &self.rows(kind)[i])
     }
@@ -302,7 +330,7 @@ impl State {
         }
         let version = self.next_version();
         row.insert("versionnumber".into(), json!(version));
-        self.tables.rows_mut(kind).push(row);
+        self.tables.push(kind, row);
         Ok(())
     }
 

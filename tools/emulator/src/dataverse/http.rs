@@ -55,7 +55,7 @@ pub async fn handle(State(app): State<App>, req: Request) -> Response {
     let (out, batch_parts) = if path == "$batch" && parts.method == "POST" {
         let done = batch::handle(&app.state, &base, &user, &parts.headers, &bytes).await;
         admission.exec_ms = done.exec_ms;
-        (done.response, Some(done.operations))
+        (done.response, Some((done.operations, done.writes)))
     } else {
         let no_ids = HashMap::new();
         let ctx = Ctx {
@@ -77,8 +77,9 @@ pub async fn handle(State(app): State<App>, req: Request) -> Response {
     let load_headers = admission.finish();
     let mut resp = finish(out);
     resp.headers_mut().extend(load_headers);
-    if let Some(n) = batch_parts {
-        resp.extensions_mut().insert(BatchParts(n));
+    if let Some((operations, writes)) = batch_parts {
+        resp.extensions_mut()
+            .insert(BatchParts { operations, writes });
     }
     resp
 }

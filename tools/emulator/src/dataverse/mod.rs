@@ -226,7 +226,7 @@ fn create(
         r
     };
     resp.entity_ref = Some(format!("{}({id})", def.set));
-    state.tables.rows_mut(def.kind).push(row);
+    state.tables.push(def.kind, row);
     Ok(resp)
 }
 
@@ -284,7 +284,7 @@ fn update(
         r
     };
     resp.entity_ref = Some(format!("{}({id})", def.set));
-    state.tables.rows_mut(def.kind)[pos] = row;
+    state.tables.replace(def.kind, pos, row);
     Ok(resp)
 }
 
@@ -293,6 +293,6 @@ fn delete(state: &mut State, def: &EntityDef, id: &str) -> Result<DvResponse, Dv
         .tables
         .position(def.kind, id)
         .ok_or_else(|| DvError::record_not_found(def.logical, id))?;
-    state.tables.rows_mut(def.kind).remove(pos);
+    state.tables.remove(def.kind, pos);
     Ok(DvResponse::empty(204))
 }

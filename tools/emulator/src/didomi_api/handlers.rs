@@ -226,12 +226,32 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
 }
 
 /// `POST /consents/events?organization_id=…`: one event or an array of ≤ 100.
+/// Answers after the webhooks of the imported events were delivered.
 pub async fn create_events(
     State(api): State<DidomiApi>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Response {
+    let (created, url) = match import_events(&api, &headers, &query, &body) {
+        Ok(imported) => imported,
+        Err(response) => return *response,
+    };
+    if let Some(url) = url {
+        let bodies = created.iter().map(super::webhooks::event_created).collect();
+        let deliveries = super::webhooks::deliver(&api.http, &url, bodies).await;
+        api.lock().deliveries.extend(deliveries);
+    }
+    Json(Value::Array(created)).into_response()
+}
+
+/// Imports the events under the lock; returns them and the webhook URL.
+fn import_events(
+    api: &DidomiApi,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(Vec<Value>, Option<String>), Box<Response>> {
     let mut state = api.lock();
     state.event_posts += 1;
     let token = headers
@@ -242,14 +262,18 @@ pub async fn create_events(
         .and_then(|token| state.sessions.get(token))
         .is_some_and(|(_, expires)| *expires > Instant::now());
     if !valid {
-        return error(StatusCode::UNAUTHORIZED, "NotAuthenticated", "jwt expired");
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "NotAuthenticated",
+            "jwt expired",
+        )));
     }
     if query.get("organization_id") != Some(&state.seed.organization_id) {
-        return error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "Forbidden",
             "organization_id is missing or not accessible",
-        );
+        )));
     }
     if !state.post_failures.is_empty() {
         let status = state.post_failures.remove(0);
@@ -260,21 +284,28 @@ pub async fn create_events(
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from_static("0"));
         }
-        return response;
+        return Err(Box::new(response));
     }
-    let events = match serde_json::from_slice::<Value>(&body) {
+    let events = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(events)) => events,
         Ok(event @ Value::Object(_)) => vec![event],
-        _ => return error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid JSON body"),
+        _ => {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Invalid JSON body",
+            )));
+        }
     };
     if events.len() > 100 {
-        return error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "at most 100 events per request",
-        );
+        )));
     }
     let mut created = Vec::new();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     for mut event in events {
         let id = event.get("id").and_then(Value::as_str).map(str::to_string);
         if id.is_some()
@@ -289,21 +320,27 @@ pub async fn create_events(
         event["id"] = json!(id);
         event["organization_id"] = json!(state.seed.organization_id);
         event["status"] = json!("confirmed");
-        apply_event(&mut state.seed.users, &event);
+        if event.get("created_at").is_none_or(Value::is_null) {
+            event["created_at"] = json!(now);
+        }
+        event["updated_at"] = json!(now);
+        if let Some(user_id) = apply_event(&mut state.seed.users, &event)
+            && event["user"].is_object()
+        {
+            event["user"]["id"] = json!(user_id);
+        }
         state.events.push(event.clone());
         created.push(event);
     }
-    Json(Value::Array(created)).into_response()
+    Ok((created, state.webhook_url.clone()))
 }
 
-/// Merges an event into its user (by `organization_user_id`), creating the user if missing.
-fn apply_event(users: &mut Vec<Value>, event: &Value) {
-    let Some(organization_user_id) = event
+/// Merges an event into its user (by `organization_user_id`), creating the
+/// user if missing; returns the user's Didomi `id`.
+fn apply_event(users: &mut Vec<Value>, event: &Value) -> Option<String> {
+    let organization_user_id = event
         .pointer("/user/organization_user_id")
-        .and_then(Value::as_str)
-    else {
-        return;
-    };
+        .and_then(Value::as_str)?;
     let at = event
         .get("created_at")
         .cloned()
@@ -323,6 +360,7 @@ fn apply_event(users: &mut Vec<Value>, event: &Value) {
         }
     };
     let user = &mut users[index];
+    let user_id = user.get("id").and_then(Value::as_str).map(str::to_string);
     let version = user.get("version").and_then(Value::as_u64).unwrap_or(0);
     user["version"] = json!(version + 1);
     user["updated_at"] = at;
@@ -333,7 +371,7 @@ fn apply_event(users: &mut Vec<Value>, event: &Value) {
         .pointer("/consents/purposes")
         .and_then(Value::as_array)
     else {
-        return;
+        return user_id;
     };
     let held = user["consents"]["purposes"]
         .as_array_mut()
@@ -365,4 +403,5 @@ fn apply_event(users: &mut Vec<Value>, event: &Value) {
             }
         }
     }
+    user_id
 }

@@ -9,10 +9,13 @@
 //! `POST /consents/events` (one event or an array of ≤ 100; an `id` seen
 //! before is skipped; each event is merged into its user by
 //! `organization_user_id`, created if missing: purposes' `enabled` and
-//! `values` per preference replace what the user had).
+//! `values` per preference replace what the user had). Each imported event
+//! goes back out as an `event.created` webhook to the configured URL
+//! ([`webhooks`]), as Didomi's own webhooks do.
 
 mod handlers;
 mod seed;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,20 +49,30 @@ struct DidomiState {
     events: Vec<Value>,
     event_posts: u64,
     post_failures: Vec<u16>,
+    webhook_url: Option<String>,
+    deliveries: Vec<webhooks::Delivery>,
 }
 
 /// The Didomi API emulation: cheap to clone, every clone shares the state.
 #[derive(Debug, Clone)]
 pub struct DidomiApi {
     inner: Arc<Mutex<DidomiState>>,
+    http: reqwest::Client,
 }
 
 impl DidomiApi {
     /// A Didomi API serving `seed` (the default seed when the file has none).
     pub fn from_seed(seed: Option<DidomiSeed>) -> Self {
+        let seed = seed.unwrap_or_default();
+        let webhook_url = seed.webhook_url.clone();
         Self {
+            // Loopback receivers answer small requests: no Nagle delay.
+            http: reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .build()
+                .unwrap_or_default(),
             inner: Arc::new(Mutex::new(DidomiState {
-                seed: seed.unwrap_or_default(),
+                seed,
                 sessions: HashMap::new(),
                 throttles: Vec::new(),
                 window: (Instant::now(), 0),
@@ -70,6 +83,8 @@ impl DidomiApi {
                 events: Vec::new(),
                 event_posts: 0,
                 post_failures: Vec::new(),
+                webhook_url,
+                deliveries: Vec::new(),
             })),
         }
     }
@@ -142,6 +157,17 @@ impl DidomiApi {
     /// (429 with `Retry-After: 0`, or a 5xx), one each, importing nothing.
     pub fn fail_event_posts(&self, statuses: &[u16]) {
         self.lock().post_failures.extend_from_slice(statuses);
+    }
+
+    /// Sends every imported event as an `event.created` webhook to `url`
+    /// (`None`: no webhooks). See [`webhooks`].
+    pub fn set_webhook_url(&self, url: Option<String>) {
+        self.lock().webhook_url = url;
+    }
+
+    /// The webhooks sent so far, in order, with the receiver's answers.
+    pub fn webhook_deliveries(&self) -> Vec<webhooks::Delivery> {
+        self.lock().deliveries.clone()
     }
 
     /// Sets the page size.

@@ -24,6 +24,8 @@ pub struct DidomiSeed {
     pub jwt_exp: bool,
     /// Answer 429 once more than `requests` reads arrive within `window_secs`.
     pub rate_limit: Option<RateLimit>,
+    /// Where imported consent events go as `event.created` webhooks (none: nowhere).
+    pub webhook_url: Option<String>,
 }
 
 impl Default for DidomiSeed {
@@ -36,6 +38,7 @@ impl Default for DidomiSeed {
             session_lifetime_secs: 3600,
             jwt_exp: true,
             rate_limit: None,
+            webhook_url: None,
         }
     }
 }
