@@ -18,8 +18,9 @@
   address, identity or body.
 - The function gets METRICS_NAMESPACE and DEAD_LETTER_QUEUE_URL; Tracing is a
   parameter; BatchSize over 10 always gets a batching window.
-- The dashboard shows every metric the function emits, the queues and the
-  alarms; every alarm notifies AlarmTopicArn (when set) on ALARM and OK and
+- The operations dashboard shows every metric the webhook function emits, the
+  queues and the unconditional alarms; the reverse-sync dashboard (only with
+  EnableReverseSync) every metric of a pass and its alarm; every alarm notifies AlarmTopicArn (when set) on ALARM and OK and
   fires within five minutes.
 - Every checkov skip carries a reason.
 - Reverse sync: off by default (EnableReverseSync "false", ReverseSyncMinutes 5);
@@ -52,7 +53,12 @@ FUNCTION_METRICS = [
     "DataverseRequests", "DataverseThrottled", "DataverseRetryAfterSeconds", "BatchDurationMs",
     "ColdStart", "InitDurationMs",
 ]
-SKIP_REASONS = ["anonymous", "pending_approval", "regulation", "unmapped", "no_contact", "type"]
+SKIP_REASONS = ["anonymous", "pending_approval", "regulation", "unmapped", "no_contact", "type", "status", "echo"]
+# The reverse-sync function's metrics (src/telemetry/metrics.rs, reverse_pass_line).
+REVERSE_METRICS = [
+    "ReverseRowsRead", "ReverseEventsPosted", "ReverseRowsIgnored", "ReverseRowsNotExpressible",
+    "ReversePassFailed", "ReversePassSkipped", "ReversePassDurationMs", "DataverseRequests", "DataverseThrottled",
+]
 # Retry backoff of the function: 30 s doubling per delivery, capped at SQS's 12 h.
 # 12 h less the 60 s the function keeps back for SQS's limit (src/lambda/backoff.rs).
 FIRST_DELAY, MAX_DELAY = 30, 43140
@@ -313,45 +319,69 @@ def check_dashboard_and_alarms(resources):
           "an alarm must watch the age of the oldest queued webhook")
 
     dashboards = of_type(resources, "AWS::CloudWatch::Dashboard")
-    if not check(len(dashboards) == 1, "the stack must have one CloudWatch dashboard"):
-        return
-    source = dig(next(iter(dashboards.values())), "Properties", "DashboardBody", "Fn::Sub")
-    if not check(isinstance(source, str), "the dashboard body must be a single Fn::Sub string"):
-        return
-    references = set(re.findall(r"\$\{([^}!]+)\}", source))
+    check(sorted(dashboards) == ["OperationsDashboard", "ReverseSyncDashboard"],
+          f"the stack must have OperationsDashboard and ReverseSyncDashboard, has {sorted(dashboards)}")
+    check("Condition" not in dashboards.get("OperationsDashboard", {}), "OperationsDashboard must be unconditional")
+    check(dashboards.get("ReverseSyncDashboard", {}).get("Condition") == "ReverseSyncEnabled",
+          "ReverseSyncDashboard must exist only when ReverseSyncEnabled")
+
+    operations = dashboard_body(resources, dashboards.get("OperationsDashboard"))
+    if operations is not None:
+        rows = dashboard_metrics(operations)
+        fn = "{{SyncFunction}}"
+        for metric in FUNCTION_METRICS:
+            check(any(ns == "{{MetricsNamespace}}" and name == metric and dims.get("FunctionName") == fn for ns, name, dims, _ in rows),
+                  f"the dashboard must show {metric} (namespace MetricsNamespace, dimension FunctionName)")
+        for reason in SKIP_REASONS:
+            check(any(name == "WebhooksSkipped" and dims == {"FunctionName": fn, "SkipReason": reason} for _, name, dims, _ in rows),
+                  f"the dashboard must show WebhooksSkipped for SkipReason {reason}")
+        for stat in ("p50", "p99"):
+            check(any(name == "BatchDurationMs" and s == stat for _, name, _, s in rows), f"the dashboard must show BatchDurationMs {stat}")
+        for queue, metric in (("WebhookQueue", "ApproximateNumberOfMessagesVisible"), ("WebhookQueue", "ApproximateAgeOfOldestMessage"),
+                              ("DeadLetterQueue", "ApproximateNumberOfMessagesVisible")):
+            check(any(ns == "AWS/SQS" and name == metric and dims.get("QueueName") == "{{" + queue + ".QueueName}}" for ns, name, dims, _ in rows),
+                  f"the dashboard must show {metric} of {queue}")
+
+    reverse = dashboard_body(resources, dashboards.get("ReverseSyncDashboard"))
+    if reverse is not None:
+        rows = dashboard_metrics(reverse)
+        for metric in REVERSE_METRICS:
+            check(any(ns == "{{MetricsNamespace}}" and name == metric and dims.get("FunctionName") == "{{ReverseSyncFunction}}"
+                      for ns, name, dims, _ in rows),
+                  f"the reverse-sync dashboard must show {metric} (namespace MetricsNamespace, dimension FunctionName)")
+
+    # Each alarm is listed on the dashboard that exists when it does: the
+    # unconditional ones on OperationsDashboard, the reverse sync's on its own.
+    for name, alarm in alarms.items():
+        body = reverse if alarm.get("Condition") == "ReverseSyncEnabled" else operations
+        shown = {a for w in (body or {}).get("widgets", []) if w.get("type") == "alarm" for a in w.get("properties", {}).get("alarms", [])}
+        check("{{" + name + ".Arn}}" in shown, f"{name} must be listed in the alarm widget of its dashboard")
+
+
+def dashboard_body(resources, dashboard):
+    """A dashboard's body as JSON (each ${X} as {{X}}), or None after reporting why it is not."""
+    if dashboard is None:
+        return None
+    source = dig(dashboard, "Properties", "DashboardBody", "Fn::Sub")
+    if not check(isinstance(source, str), "a dashboard body must be a single Fn::Sub string"):
+        return None
     try:
         body = json.loads(re.sub(r"\$\{([^}!]+)\}", lambda m: "{{" + m.group(1) + "}}", source))
     except ValueError as error:
-        check(False, f"the dashboard body must be JSON once substituted: {error}")
-        return
-    for reference in references:
+        check(False, f"a dashboard body must be JSON once substituted: {error}")
+        return None
+    for reference in set(re.findall(r"\$\{([^}!]+)\}", source)):
         target = reference.split(".")[0]
         check(target in resources or reference.startswith("AWS::") or reference == "MetricsNamespace",
-              f"the dashboard refers to ${{{reference}}}, which is neither a resource nor MetricsNamespace")
-    rows = dashboard_metrics(body)
-    fn = "{{SyncFunction}}"
-    for metric in FUNCTION_METRICS:
-        check(any(ns == "{{MetricsNamespace}}" and name == metric and dims.get("FunctionName") == fn for ns, name, dims, _ in rows),
-              f"the dashboard must show {metric} (namespace MetricsNamespace, dimension FunctionName)")
-    for reason in SKIP_REASONS:
-        check(any(name == "WebhooksSkipped" and dims == {"FunctionName": fn, "SkipReason": reason} for _, name, dims, _ in rows),
-              f"the dashboard must show WebhooksSkipped for SkipReason {reason}")
-    for stat in ("p50", "p99"):
-        check(any(name == "BatchDurationMs" and s == stat for _, name, _, s in rows), f"the dashboard must show BatchDurationMs {stat}")
-    for queue, metric in (("WebhookQueue", "ApproximateNumberOfMessagesVisible"), ("WebhookQueue", "ApproximateAgeOfOldestMessage"),
-                          ("DeadLetterQueue", "ApproximateNumberOfMessagesVisible")):
-        check(any(ns == "AWS/SQS" and name == metric and dims.get("QueueName") == "{{" + queue + ".QueueName}}" for ns, name, dims, _ in rows),
-              f"the dashboard must show {metric} of {queue}")
-    shown = {a for w in body.get("widgets", []) if w.get("type") == "alarm" for a in w.get("properties", {}).get("alarms", [])}
-    for name, alarm in alarms.items():
-        # The dashboard body is one unconditional Fn::Sub: it cannot name an alarm
-        # that exists only under a condition (the reverse sync's).
-        if "Condition" in alarm:
-            continue
-        check("{{" + name + ".Arn}}" in shown, f"the dashboard's alarm widget must list {name}")
+              f"a dashboard refers to ${{{reference}}}, which is neither a resource nor MetricsNamespace")
+        condition = resources.get(target, {}).get("Condition")
+        check(condition is None or condition == dashboard.get("Condition"),
+              f"a dashboard refers to ${{{reference}}}, which exists only under {condition}")
+    return body
 
 
-REVERSE_RESOURCES = ["ReverseSyncStateTable", "ReverseSyncFunctionLogGroup", "ReverseSyncFunction", "ReverseSyncErrorsAlarm"]
+REVERSE_RESOURCES = ["ReverseSyncStateTable", "ReverseSyncFunctionLogGroup", "ReverseSyncFunction", "ReverseSyncErrorsAlarm",
+                     "ReverseSyncDashboard"]
 STATE_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
 
 
