@@ -15,7 +15,7 @@ use crate::adapters::didomi_api::DidomiApiClient;
 use crate::adapters::dynamodb_state::{self, DynamoStateStore};
 use crate::adapters::state_file::FileWatermarkStore;
 use crate::config::IntegrationConfig;
-use crate::service::reverse::{NoWatermark, PassOptions, ReverseError, ReverseSummary, run_pass};
+use crate::service::reverse::{NoWatermark, Pass, PassOptions, ReverseError, ReverseSummary};
 
 /// Where the command keeps its watermark and lock.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,26 +50,22 @@ pub async fn run_once(
         holder: HOLDER.to_string(),
         deadline,
     };
+    let pass = Pass {
+        rows: dataverse,
+        didomi,
+        state: &NoWatermark,
+        config,
+        own_user,
+    };
     match state {
-        StateChoice::None => {
-            run_pass(
-                dataverse,
-                didomi,
-                &NoWatermark,
-                config,
-                own_user,
-                &options,
-                out,
-            )
-            .await
-        }
+        StateChoice::None => pass.run(&options, out).await,
         StateChoice::File(path) => {
             let store = FileWatermarkStore::new(path.clone());
-            run_pass(dataverse, didomi, &store, config, own_user, &options, out).await
+            pass.with_state(&store).run(&options, out).await
         }
         StateChoice::Table(table) => {
             let store = DynamoStateStore::new(dynamodb_state::sdk_client().await, table.clone());
-            run_pass(dataverse, didomi, &store, config, own_user, &options, out).await
+            pass.with_state(&store).run(&options, out).await
         }
     }
 }

@@ -5,10 +5,13 @@
 
 use std::time::Instant;
 
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
 
-use crate::lambda::reverse_startup::build_reverse_handler;
+use crate::adapters::dataverse::DataverseClient;
+use crate::lambda::handler::{Handler, HandlerError};
+use crate::lambda::reverse::ReverseInvocationError;
+use crate::lambda::reverse_startup::{ReverseSyncHandler, build_reverse_handler};
 use crate::lambda::startup::{self, InitError};
 use crate::telemetry::metrics::Metrics;
 
@@ -38,32 +41,63 @@ impl Mode {
 /// Builds the mode's handler and serves invocations until the runtime ends.
 /// An init failure is logged and reported to the Runtime API, then returned.
 pub async fn run(started: Instant) -> Result<(), lambda_runtime::Error> {
-    let mode = Mode::parse(std::env::var(MODE_VARIABLE).ok().as_deref());
-    match mode {
-        Ok(Mode::Webhooks) => match startup::build_handler().await {
-            Ok(handler) => {
-                cold_start(started);
-                let handler = &handler;
-                lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-                    handler.handle(event).await
-                }))
-                .await
-            }
-            Err(error) => init_failed(error).await,
-        },
-        Ok(Mode::ReverseSync) => match build_reverse_handler().await {
-            Ok(handler) => {
-                cold_start(started);
-                let handler = &handler;
-                lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-                    handler.handle(event).await
-                }))
-                .await
-            }
-            Err(error) => init_failed(error).await,
-        },
+    match Mode::parse(std::env::var(MODE_VARIABLE).ok().as_deref()) {
+        Ok(Mode::Webhooks) => serve(startup::build_handler().await, started).await,
+        Ok(Mode::ReverseSync) => serve(build_reverse_handler().await, started).await,
         Err(error) => init_failed(error).await,
     }
+}
+
+/// A built function: what answers one invocation of its mode. One trait so
+/// that both modes share the cold-start metric and the runtime loop.
+trait Invocable: Sync {
+    /// What a failed invocation reports to the Runtime API.
+    type Error: Into<Diagnostic> + std::fmt::Debug;
+
+    /// Answers one invocation.
+    fn invoke(
+        &self,
+        event: LambdaEvent<Value>,
+    ) -> impl Future<Output = Result<Value, Self::Error>> + Send;
+}
+
+impl Invocable for Handler<DataverseClient> {
+    type Error = HandlerError;
+
+    fn invoke(
+        &self,
+        event: LambdaEvent<Value>,
+    ) -> impl Future<Output = Result<Value, Self::Error>> + Send {
+        self.handle(event)
+    }
+}
+
+impl Invocable for ReverseSyncHandler {
+    type Error = ReverseInvocationError;
+
+    fn invoke(
+        &self,
+        event: LambdaEvent<Value>,
+    ) -> impl Future<Output = Result<Value, Self::Error>> + Send {
+        self.handle(event)
+    }
+}
+
+/// Serves invocations with `built`, or reports why it could not be built.
+async fn serve<H: Invocable>(
+    built: Result<H, InitError>,
+    started: Instant,
+) -> Result<(), lambda_runtime::Error> {
+    let handler = match built {
+        Ok(handler) => handler,
+        Err(error) => return init_failed(error).await,
+    };
+    cold_start(started);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handler.invoke(event).await
+    }))
+    .await
 }
 
 fn cold_start(started: Instant) {

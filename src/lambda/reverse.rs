@@ -19,8 +19,8 @@ use crate::lambda::handler::time_left;
 use crate::lambda::schedule::{NotScheduled, parse_scheduled};
 use crate::redact::mask_personal_in;
 use crate::service::reverse::{
-    ChangedRows, DidomiEvents, PassOptions, ReverseError, ReverseSummary, StateError,
-    WatermarkStore, run_pass,
+    ChangedRows, DidomiEvents, Pass, PassOptions, ReverseError, ReverseSummary, StateError,
+    WatermarkStore,
 };
 use crate::telemetry::metrics::{Metrics, ReversePassTally, take_dataverse_traffic};
 
@@ -202,15 +202,14 @@ impl<R: ChangedRows, D: DidomiEvents, S: WatermarkStore> ReverseHandler<R, D, S>
         // Rows that cannot be expressed are logged by the pass; the lines it
         // writes for an operator's terminal have no reader here.
         let mut out = std::io::sink();
-        run_pass(
-            &self.rows,
-            &self.didomi,
-            &self.state,
-            &self.config,
+        Pass {
+            rows: &self.rows,
+            didomi: &self.didomi,
+            state: &self.state,
+            config: &self.config,
             own_user,
-            &options,
-            &mut out,
-        )
+        }
+        .run(&options, &mut out)
         .await
     }
 }

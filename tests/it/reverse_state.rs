@@ -14,8 +14,7 @@ use didomi_cpc_sync::adapters::didomi_api::DidomiApiClient;
 use didomi_cpc_sync::adapters::dynamodb_state::DynamoStateStore;
 use didomi_cpc_sync::adapters::http::http_client;
 use didomi_cpc_sync::service::reverse::{
-    Held, PassOptions, ReverseError, ReverseSummary, StateError, Watermark, WatermarkStore,
-    run_pass,
+    Held, Pass, PassOptions, ReverseError, ReverseSummary, StateError, Watermark, WatermarkStore,
 };
 use tokio::time::Instant;
 
@@ -59,15 +58,14 @@ async fn pass<S: WatermarkStore>(
         holder: "test".into(),
         deadline: Instant::now() + Duration::from_secs(60),
     };
-    run_pass(
-        &dataverse,
-        &didomi,
-        store,
-        &config,
-        own,
-        &options,
-        &mut std::io::sink(),
-    )
+    Pass {
+        rows: &dataverse,
+        didomi: &didomi,
+        state: store,
+        config: &config,
+        own_user: own,
+    }
+    .run(&options, &mut std::io::sink())
     .await
 }
 

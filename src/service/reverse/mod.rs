@@ -158,154 +158,180 @@ impl ReverseError {
     }
 }
 
-/// One pass: lock, read, post, advance, release. `out` gets one JSON line
-/// per event (dry run) and one JSON line per row that cannot be expressed;
-/// `own_user` is this product's application user (`WhoAmI`).
-#[allow(clippy::too_many_arguments)]
-pub async fn run_pass<R, D, S>(
-    rows: &R,
-    didomi: &D,
-    state: &S,
-    config: &IntegrationConfig,
-    own_user: Uuid,
-    options: &PassOptions,
-    out: &mut (dyn Write + Send),
-) -> Result<ReverseSummary, ReverseError>
-where
-    R: ChangedRows,
-    D: DidomiEvents,
-    S: WatermarkStore,
-{
-    let lease = options
-        .deadline
-        .saturating_duration_since(Instant::now())
-        .saturating_add(LEASE_MARGIN);
-    let held = state.lock(&holder_name(&options.holder), lease).await?;
-    let result = pass_under_lock(rows, didomi, state, &held, config, own_user, options, out).await;
-    if let Err(error) = state.release(&held).await {
-        // The lease ends on its own; the next pass takes it over then.
-        warn!(error = %error, "could not release the reverse-sync lock; it expires at the end of its lease");
-    }
-    result
+/// What one pass works with: where the changed rows come from, Didomi, the
+/// watermark and lock, the configuration, and this product's application
+/// user (`WhoAmI`), whose own writes are never sent back.
+pub struct Pass<'a, R, D, S> {
+    /// The changed Contact Point Consent rows (Dataverse).
+    pub rows: &'a R,
+    /// Didomi's users and consent events.
+    pub didomi: &'a D,
+    /// The watermark and the lock.
+    pub state: &'a S,
+    /// The integration document (mappings, `properties.reverse_sync`).
+    pub config: &'a IntegrationConfig,
+    /// This product's application user.
+    pub own_user: Uuid,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn pass_under_lock<R, D, S>(
-    rows: &R,
-    didomi: &D,
-    state: &S,
-    held: &Held,
-    config: &IntegrationConfig,
-    own_user: Uuid,
-    options: &PassOptions,
-    out: &mut (dyn Write + Send),
-) -> Result<ReverseSummary, ReverseError>
+impl<'a, R, D, S> Pass<'a, R, D, S> {
+    /// The same pass, keeping its watermark and lock in `state` instead.
+    pub fn with_state<T>(&self, state: &'a T) -> Pass<'a, R, D, T> {
+        Pass {
+            rows: self.rows,
+            didomi: self.didomi,
+            state,
+            config: self.config,
+            own_user: self.own_user,
+        }
+    }
+}
+
+impl<R, D, S> Pass<'_, R, D, S>
 where
     R: ChangedRows,
     D: DidomiEvents,
     S: WatermarkStore,
 {
-    let deadline = options.deadline;
-    let before = held.watermark.as_ref().map(|w| w.modifiedon);
-    let since = before
-        .map(|at| at - chrono::Duration::from_std(OVERLAP).unwrap_or_default())
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-    let settings = &config.properties.reverse_sync;
-    let sources: Vec<i32> = settings.sources.iter().copied().collect();
-    let changed = rows
-        .changed_consent_rows(since, own_user, &sources, deadline)
-        .await
-        .map_err(ReverseError::dataverse)?;
-    let user_id_is_address =
-        config.properties.contact_match_field == config.properties.contact_point_field;
-    let mut summary = ReverseSummary {
-        rows: changed.len() as u64,
-        watermark_before: before,
-        watermark_after: before,
-        ..ReverseSummary::default()
-    };
-    let mut users: HashMap<String, Option<Consents>> = HashMap::new();
-    let mut events: Vec<Value> = Vec::new();
-    let mut newest = before;
-    for changed in &changed {
-        newest = newest.max(Some(changed.row.modified_on));
-        let plan = reverse::plan_row(
-            changed,
-            &config.rules.mappings,
-            settings,
-            own_user,
-            user_id_is_address,
-        );
-        let (user, change) = match plan {
-            RowPlan::Send { user, change } => (user, change),
-            RowPlan::Ignored(reason) => {
-                *summary.ignored.entry(ignored_key(&reason)).or_default() += 1;
-                continue;
-            }
-            RowPlan::NotExpressible(reason) => {
-                summary.not_expressible += 1;
-                warn!(row = %changed.row.id, reason = %reason, "a changed row cannot be expressed as a Didomi event; not sent");
-                let line = json!({"row": changed.row.id, "not_expressible": reason.to_string()});
-                writeln!(out, "{line}")?;
-                continue;
-            }
-        };
-        if !users.contains_key(&user) {
-            let current = match didomi
-                .user(&user, deadline)
-                .await
-                .map_err(ReverseError::didomi)?
-            {
-                None => None,
-                Some(value) => Some(
-                    serde_json::from_value::<DidomiUser>(value)
-                        .map_err(|err| ReverseError::UnreadableUser(err.to_string()))?
-                        .consents,
-                ),
-            };
-            users.insert(user.clone(), current);
-        }
-        let current = users.get_mut(&user).expect("inserted above");
-        match reverse::build_event(&changed.row, &user, &change, current.as_ref()) {
-            Ok(event) => {
-                reverse::apply(current.get_or_insert_with(Consents::default), &change);
-                if options.dry_run {
-                    writeln!(out, "{event}")?;
-                }
-                events.push(event);
-            }
-            Err(reason) => {
-                *summary.ignored.entry(ignored_key(&reason)).or_default() += 1;
-            }
-        }
-    }
-    summary.events = events.len() as u64;
-    if options.dry_run {
-        return Ok(summary);
-    }
-    summary.posts = didomi
-        .post_events(&events, deadline)
-        .await
-        .map_err(ReverseError::didomi)? as u64;
-    if let Some(newest) = newest
-        && Some(newest) != before
-    {
-        state
-            .advance(held, &Watermark { modifiedon: newest })
+    /// Runs the pass: lock, read, post, advance, release. `out` gets one
+    /// JSON line per event (dry run) and one per row that cannot be expressed.
+    pub async fn run(
+        &self,
+        options: &PassOptions,
+        out: &mut (dyn Write + Send),
+    ) -> Result<ReverseSummary, ReverseError> {
+        let lease = options
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_add(LEASE_MARGIN);
+        let held = self
+            .state
+            .lock(&holder_name(&options.holder), lease)
             .await?;
+        let result = self.under_lock(&held, options, out).await;
+        if let Err(error) = self.state.release(&held).await {
+            // The lease ends on its own; the next pass takes it over then.
+            warn!(error = %error, "could not release the reverse-sync lock; it expires at the end of its lease");
+        }
+        result
     }
-    summary.watermark_after = newest;
-    info!(
-        rows = summary.rows,
-        events = summary.events,
-        posts = summary.posts,
-        not_expressible = summary.not_expressible,
-        watermark = newest
-            .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true))
-            .unwrap_or_default(),
-        "reverse sync pass done"
-    );
-    Ok(summary)
+
+    async fn under_lock(
+        &self,
+        held: &Held,
+        options: &PassOptions,
+        out: &mut (dyn Write + Send),
+    ) -> Result<ReverseSummary, ReverseError> {
+        let Pass {
+            rows,
+            didomi,
+            state,
+            config,
+            own_user,
+        } = *self;
+        let deadline = options.deadline;
+        let before = held.watermark.as_ref().map(|w| w.modifiedon);
+        let since = before
+            .map(|at| at - chrono::Duration::from_std(OVERLAP).unwrap_or_default())
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        let settings = &config.properties.reverse_sync;
+        let sources: Vec<i32> = settings.sources.iter().copied().collect();
+        let changed = rows
+            .changed_consent_rows(since, own_user, &sources, deadline)
+            .await
+            .map_err(ReverseError::dataverse)?;
+        let user_id_is_address =
+            config.properties.contact_match_field == config.properties.contact_point_field;
+        let mut summary = ReverseSummary {
+            rows: changed.len() as u64,
+            watermark_before: before,
+            watermark_after: before,
+            ..ReverseSummary::default()
+        };
+        let mut users: HashMap<String, Option<Consents>> = HashMap::new();
+        let mut events: Vec<Value> = Vec::new();
+        let mut newest = before;
+        for changed in &changed {
+            newest = newest.max(Some(changed.row.modified_on));
+            let plan = reverse::plan_row(
+                changed,
+                &config.rules.mappings,
+                settings,
+                own_user,
+                user_id_is_address,
+            );
+            let (user, change) = match plan {
+                RowPlan::Send { user, change } => (user, change),
+                RowPlan::Ignored(reason) => {
+                    *summary.ignored.entry(ignored_key(&reason)).or_default() += 1;
+                    continue;
+                }
+                RowPlan::NotExpressible(reason) => {
+                    summary.not_expressible += 1;
+                    warn!(row = %changed.row.id, reason = %reason, "a changed row cannot be expressed as a Didomi event; not sent");
+                    let line =
+                        json!({"row": changed.row.id, "not_expressible": reason.to_string()});
+                    writeln!(out, "{line}")?;
+                    continue;
+                }
+            };
+            if !users.contains_key(&user) {
+                let current = match didomi
+                    .user(&user, deadline)
+                    .await
+                    .map_err(ReverseError::didomi)?
+                {
+                    None => None,
+                    Some(value) => Some(
+                        serde_json::from_value::<DidomiUser>(value)
+                            .map_err(|err| ReverseError::UnreadableUser(err.to_string()))?
+                            .consents,
+                    ),
+                };
+                users.insert(user.clone(), current);
+            }
+            let current = users.get_mut(&user).expect("inserted above");
+            match reverse::build_event(&changed.row, &user, &change, current.as_ref()) {
+                Ok(event) => {
+                    reverse::apply(current.get_or_insert_with(Consents::default), &change);
+                    if options.dry_run {
+                        writeln!(out, "{event}")?;
+                    }
+                    events.push(event);
+                }
+                Err(reason) => {
+                    *summary.ignored.entry(ignored_key(&reason)).or_default() += 1;
+                }
+            }
+        }
+        summary.events = events.len() as u64;
+        if options.dry_run {
+            return Ok(summary);
+        }
+        summary.posts = didomi
+            .post_events(&events, deadline)
+            .await
+            .map_err(ReverseError::didomi)? as u64;
+        if let Some(newest) = newest
+            && Some(newest) != before
+        {
+            state
+                .advance(held, &Watermark { modifiedon: newest })
+                .await?;
+        }
+        summary.watermark_after = newest;
+        info!(
+            rows = summary.rows,
+            events = summary.events,
+            posts = summary.posts,
+            not_expressible = summary.not_expressible,
+            watermark = newest
+                .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+            "reverse sync pass done"
+        );
+        Ok(summary)
+    }
 }
 
 /// The error as a log line may carry it: addresses masked.

@@ -141,15 +141,14 @@ async fn run(
     dry_run: bool,
 ) -> Result<ReverseSummary, ReverseError> {
     let mut out = Vec::new();
-    run_pass(
-        &Rows(vec![unsubscribe()]),
+    Pass {
+        rows: &Rows(vec![unsubscribe()]),
         didomi,
-        store,
-        &config(),
-        Uuid::from_u128(1),
-        &options(dry_run),
-        &mut out,
-    )
+        state: store,
+        config: &config(),
+        own_user: Uuid::from_u128(1),
+    }
+    .run(&options(dry_run), &mut out)
     .await
 }
 
