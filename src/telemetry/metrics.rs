@@ -146,49 +146,31 @@ impl Metrics {
     /// The EMF lines for one invocation, stamped `at`.
     pub fn invocation_lines(&self, tally: &InvocationTally, at: SystemTime) -> Vec<String> {
         let skipped: u64 = tally.skipped.values().sum();
-        let mut lines = vec![self.document(
-            at,
-            &[],
-            &[
-                ("WebhooksReceived", "Count", tally.received as f64),
-                ("WebhooksSkipped", "Count", skipped as f64),
-                ("ConsentsCreated", "Count", tally.created as f64),
-                ("ConsentsUpdated", "Count", tally.updated as f64),
-                ("DecisionsStale", "Count", tally.stale as f64),
-                ("DecisionsReplayed", "Count", tally.replayed as f64),
-                (
-                    "MessagesFailedRetryable",
-                    "Count",
-                    tally.failed_retryable as f64,
-                ),
-                (
-                    "MessagesFailedPermanent",
-                    "Count",
-                    tally.failed_permanent as f64,
-                ),
-                (
-                    "DataverseRequests",
-                    "Count",
-                    tally.dataverse.requests as f64,
-                ),
-                (
-                    "DataverseThrottled",
-                    "Count",
-                    tally.dataverse.throttled as f64,
-                ),
-                (
-                    "DataverseRetryAfterSeconds",
-                    "Seconds",
-                    tally.dataverse.longest_retry_after.as_secs_f64(),
-                ),
-                ("BatchDurationMs", "Milliseconds", millis(tally.duration)),
-            ],
-        )];
-        for (category, count) in &tally.skipped {
+        let mut metrics = vec![
+            count("WebhooksReceived", tally.received),
+            count("WebhooksSkipped", skipped),
+            count("ConsentsCreated", tally.created),
+            count("ConsentsUpdated", tally.updated),
+            count("DecisionsStale", tally.stale),
+            count("DecisionsReplayed", tally.replayed),
+            count("MessagesFailedRetryable", tally.failed_retryable),
+            count("MessagesFailedPermanent", tally.failed_permanent),
+        ];
+        metrics.extend(dataverse_counts(&tally.dataverse));
+        metrics.extend([
+            (
+                "DataverseRetryAfterSeconds",
+                "Seconds",
+                tally.dataverse.longest_retry_after.as_secs_f64(),
+            ),
+            ("BatchDurationMs", "Milliseconds", millis(tally.duration)),
+        ]);
+        let mut lines = vec![self.document(at, &[], &metrics)];
+        for (category, skips) in &tally.skipped {
             lines.push(self.document(
                 at,
                 &[("SkipReason", category)],
-                &[("WebhooksSkipped", "Count", *count as f64)],
+                &[count("WebhooksSkipped", *skips)],
             ));
         }
         lines
@@ -196,41 +178,21 @@ impl Metrics {
 
     /// The EMF line for one reverse-sync pass (the scheduled function), stamped `at`.
     pub fn reverse_pass_line(&self, tally: &ReversePassTally, at: SystemTime) -> String {
-        self.document(
-            at,
-            &[],
-            &[
-                ("ReverseRowsRead", "Count", tally.rows as f64),
-                ("ReverseEventsPosted", "Count", tally.events as f64),
-                ("ReverseRowsIgnored", "Count", tally.ignored as f64),
-                (
-                    "ReverseRowsNotExpressible",
-                    "Count",
-                    tally.not_expressible as f64,
-                ),
-                ("ReversePassFailed", "Count", u8::from(tally.failed) as f64),
-                (
-                    "ReversePassSkipped",
-                    "Count",
-                    u8::from(tally.skipped) as f64,
-                ),
-                (
-                    "DataverseRequests",
-                    "Count",
-                    tally.dataverse.requests as f64,
-                ),
-                (
-                    "DataverseThrottled",
-                    "Count",
-                    tally.dataverse.throttled as f64,
-                ),
-                (
-                    "ReversePassDurationMs",
-                    "Milliseconds",
-                    millis(tally.duration),
-                ),
-            ],
-        )
+        let mut metrics = vec![
+            count("ReverseRowsRead", tally.rows),
+            count("ReverseEventsPosted", tally.events),
+            count("ReverseRowsIgnored", tally.ignored),
+            count("ReverseRowsNotExpressible", tally.not_expressible),
+            count("ReversePassFailed", u64::from(tally.failed)),
+            count("ReversePassSkipped", u64::from(tally.skipped)),
+        ];
+        metrics.extend(dataverse_counts(&tally.dataverse));
+        metrics.push((
+            "ReversePassDurationMs",
+            "Milliseconds",
+            millis(tally.duration),
+        ));
+        self.document(at, &[], &metrics)
     }
 
     /// The EMF line for a start: a cold start that took `init`.
@@ -257,12 +219,7 @@ impl Metrics {
 
     /// One EMF document: `FunctionName` plus `extra` dimensions, `metrics`
     /// as (name, unit, value).
-    fn document(
-        &self,
-        at: SystemTime,
-        extra: &[(&str, &str)],
-        metrics: &[(&str, &str, f64)],
-    ) -> String {
+    fn document(&self, at: SystemTime, extra: &[(&str, &str)], metrics: &[Metric]) -> String {
         let mut dimensions = vec!["FunctionName"];
         dimensions.extend(extra.iter().map(|(name, _)| *name));
         let definitions: Vec<Value> = metrics
@@ -294,6 +251,21 @@ impl Metrics {
         }
         Value::Object(document).to_string()
     }
+}
+
+/// One metric of an EMF document: name, unit, value.
+type Metric = (&'static str, &'static str, f64);
+
+fn count(name: &'static str, value: u64) -> Metric {
+    (name, "Count", value as f64)
+}
+
+/// The request and throttle counts both functions report.
+fn dataverse_counts(traffic: &DataverseTraffic) -> [Metric; 2] {
+    [
+        count("DataverseRequests", traffic.requests),
+        count("DataverseThrottled", traffic.throttled),
+    ]
 }
 
 fn millis(duration: Duration) -> f64 {
