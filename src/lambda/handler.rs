@@ -543,70 +543,61 @@ mod tests {
     use crate::service::{Metadata, StoreError};
     use uuid::Uuid;
 
-    #[derive(Debug, thiserror::Error)]
-    #[error("never")]
-    struct Never;
+    /// A store broken in one way, standing in for what can go wrong below
+    /// the handler. Only its data calls break: start-up facts (`WhoAmI`, the
+    /// catalogue) answer, except when Dataverse is down.
+    #[derive(Clone, Copy)]
+    enum BrokenStore {
+        /// Panics on its first data call: any bug below the handler.
+        Panics,
+        /// Never answers, like a Dataverse that hangs.
+        Hangs,
+        /// Every call fails retryably, like a Dataverse that is down.
+        Down,
+    }
 
-    impl StoreError for Never {
+    #[derive(Debug, thiserror::Error)]
+    #[error("Dataverse is unavailable (HTTP 503)")]
+    struct Down;
+
+    impl StoreError for Down {
         fn is_retryable(&self) -> bool {
-            false
+            true
         }
         fn is_already_exists(&self) -> bool {
             false
         }
     }
 
-    /// A store that panics on its first call, standing in for any bug below
-    /// the handler.
-    #[derive(Clone)]
-    struct PanickingStore;
+    impl BrokenStore {
+        /// What a data call does.
+        async fn break_call<T>(self) -> Result<T, Down> {
+            match self {
+                BrokenStore::Panics => panic!("store bug"),
+                BrokenStore::Hangs => std::future::pending().await,
+                BrokenStore::Down => Err(Down),
+            }
+        }
 
-    impl ConsentStore for PanickingStore {
-        type Error = Never;
-        async fn own_user(&self, _: Instant) -> Result<Uuid, Self::Error> {
-            Ok(Uuid::nil())
-        }
-        async fn purposes_and_topics(
-            &self,
-            _: Instant,
-        ) -> Result<(Vec<Purpose>, Vec<Topic>), Self::Error> {
-            Ok((Vec::new(), Vec::new()))
-        }
-        async fn find_contacts(
-            &self,
-            _: &str,
-            _: &str,
-            _: &[String],
-            _: Instant,
-        ) -> Result<Vec<Contact>, Never> {
-            panic!("store bug")
-        }
-        async fn consent_rows(&self, _: &[String], _: Instant) -> Result<Vec<ConsentRow>, Never> {
-            panic!("store bug")
-        }
-        async fn execute_writes(
-            &self,
-            _: &[WriteOp],
-            _: Instant,
-        ) -> Result<Vec<Result<(), Never>>, Never> {
-            panic!("store bug")
+        /// What a start-up call does.
+        fn start_up<T>(self, answer: T) -> Result<T, Down> {
+            match self {
+                BrokenStore::Down => Err(Down),
+                BrokenStore::Panics | BrokenStore::Hangs => Ok(answer),
+            }
         }
     }
 
-    /// A store whose calls never answer, like a Dataverse that hangs.
-    #[derive(Clone)]
-    struct HangingStore;
-
-    impl ConsentStore for HangingStore {
-        type Error = Never;
-        async fn own_user(&self, _: Instant) -> Result<Uuid, Self::Error> {
-            Ok(Uuid::nil())
+    impl ConsentStore for BrokenStore {
+        type Error = Down;
+        async fn own_user(&self, _: Instant) -> Result<Uuid, Down> {
+            self.start_up(Uuid::nil())
         }
         async fn purposes_and_topics(
             &self,
             _: Instant,
-        ) -> Result<(Vec<Purpose>, Vec<Topic>), Self::Error> {
-            Ok((Vec::new(), Vec::new()))
+        ) -> Result<(Vec<Purpose>, Vec<Topic>), Down> {
+            self.start_up((Vec::new(), Vec::new()))
         }
         async fn find_contacts(
             &self,
@@ -614,18 +605,18 @@ mod tests {
             _: &str,
             _: &[String],
             _: Instant,
-        ) -> Result<Vec<Contact>, Never> {
-            std::future::pending().await
+        ) -> Result<Vec<Contact>, Down> {
+            self.break_call().await
         }
-        async fn consent_rows(&self, _: &[String], _: Instant) -> Result<Vec<ConsentRow>, Never> {
-            std::future::pending().await
+        async fn consent_rows(&self, _: &[String], _: Instant) -> Result<Vec<ConsentRow>, Down> {
+            self.break_call().await
         }
         async fn execute_writes(
             &self,
             _: &[WriteOp],
             _: Instant,
-        ) -> Result<Vec<Result<(), Never>>, Never> {
-            std::future::pending().await
+        ) -> Result<Vec<Result<(), Down>>, Down> {
+            self.break_call().await
         }
     }
 
@@ -646,8 +637,8 @@ mod tests {
         Handler::new(service, Duration::from_millis(100))
     }
 
-    fn handler() -> Handler<PanickingStore> {
-        handler_with(PanickingStore)
+    fn handler() -> Handler<BrokenStore> {
+        handler_with(BrokenStore::Panics)
     }
 
     fn event(payload: Value) -> LambdaEvent<Value> {
@@ -705,7 +696,7 @@ mod tests {
         ));
         let batch = json!({"Records": [record("write", opt_in), record("skip", anonymous)]});
         let started = std::time::Instant::now();
-        let answer = handler_with(HangingStore)
+        let answer = handler_with(BrokenStore::Hangs)
             .handle(event_with_time_left(batch, Duration::from_millis(600)))
             .await
             .unwrap();
@@ -727,55 +718,6 @@ mod tests {
         let answer = handler().handle(event(request)).await.unwrap();
         assert_eq!(answer["statusCode"], 200, "{answer}");
         assert!(answer["body"].as_str().unwrap().contains("skipped"));
-    }
-
-    /// A store whose every call fails retryably, like a Dataverse that is down.
-    #[derive(Clone)]
-    struct DownStore;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("Dataverse is unavailable (HTTP 503)")]
-    struct Down;
-
-    impl StoreError for Down {
-        fn is_retryable(&self) -> bool {
-            true
-        }
-        fn is_already_exists(&self) -> bool {
-            false
-        }
-    }
-
-    impl ConsentStore for DownStore {
-        type Error = Down;
-        async fn own_user(&self, _: Instant) -> Result<Uuid, Self::Error> {
-            Err(Down)
-        }
-        async fn purposes_and_topics(
-            &self,
-            _: Instant,
-        ) -> Result<(Vec<Purpose>, Vec<Topic>), Self::Error> {
-            Err(Down)
-        }
-        async fn find_contacts(
-            &self,
-            _: &str,
-            _: &str,
-            _: &[String],
-            _: Instant,
-        ) -> Result<Vec<Contact>, Down> {
-            Err(Down)
-        }
-        async fn consent_rows(&self, _: &[String], _: Instant) -> Result<Vec<ConsentRow>, Down> {
-            Err(Down)
-        }
-        async fn execute_writes(
-            &self,
-            _: &[WriteOp],
-            _: Instant,
-        ) -> Result<Vec<Result<(), Down>>, Down> {
-            Err(Down)
-        }
     }
 
     /// Records the queue calls; dead-lettering fails when `refuse_dead_letter`,
@@ -848,7 +790,7 @@ mod tests {
     #[tokio::test]
     async fn a_retryable_failure_is_hidden_for_the_backoff_of_its_delivery_and_delivered_again() {
         let queue = Arc::new(RecordingQueue::default());
-        let handler = handler_with(DownStore).with_redelivery(queue.clone());
+        let handler = handler_with(BrokenStore::Down).with_redelivery(queue.clone());
         let batch = json!({"Records": [queued("third-try", OPT_IN, 3)]});
         let answer = handler.handle(event(batch)).await.unwrap();
         assert_eq!(failed_ids(&answer), ["third-try"]);
@@ -865,7 +807,7 @@ mod tests {
     #[tokio::test]
     async fn a_permanent_failure_goes_to_the_dead_letter_queue_unchanged_and_is_acknowledged() {
         let queue = Arc::new(RecordingQueue::default());
-        let handler = handler_with(DownStore).with_redelivery(queue.clone());
+        let handler = handler_with(BrokenStore::Down).with_redelivery(queue.clone());
         let batch = json!({"Records": [queued("bad", "{not json", 1)]});
         let answer = handler.handle(event(batch)).await.unwrap();
         assert_eq!(failed_ids(&answer), Vec::<&str>::new());
@@ -885,7 +827,7 @@ mod tests {
             refuse_dead_letter: true,
             ..RecordingQueue::default()
         });
-        let handler = handler_with(DownStore).with_redelivery(queue);
+        let handler = handler_with(BrokenStore::Down).with_redelivery(queue);
         let batch = json!({"Records": [queued("bad", "{not json", 1)]});
         let answer = handler.handle(event(batch)).await.unwrap();
         assert_eq!(failed_ids(&answer), ["bad"]);
@@ -897,7 +839,7 @@ mod tests {
             delay: Duration::from_secs(30),
             ..RecordingQueue::default()
         });
-        let handler = handler_with(DownStore).with_redelivery(queue);
+        let handler = handler_with(BrokenStore::Down).with_redelivery(queue);
         let batch = json!({"Records": [queued("bad", "{not json", 1), queued("down", OPT_IN, 1)]});
         let started = std::time::Instant::now();
         let answer = handler
@@ -924,7 +866,7 @@ mod tests {
             .unwrap()
             .config;
         let handler = Handler::new(
-            SyncService::new(DownStore, Arc::new(config)),
+            SyncService::new(BrokenStore::Down, Arc::new(config)),
             Duration::from_millis(100),
         );
         let anonymous = include_str!(concat!(
@@ -947,7 +889,7 @@ mod tests {
     async fn a_retryable_http_failure_is_a_503_with_retry_after_and_a_json_body() {
         let request = json!({"version": "2.0", "rawPath": "/didomi/webhooks", "routeKey": "POST /didomi/webhooks",
             "requestContext": {"requestId": "r", "http": {"method": "POST"}}, "body": OPT_IN});
-        let answer = handler_with(DownStore)
+        let answer = handler_with(BrokenStore::Down)
             .handle(event(request))
             .await
             .unwrap();
