@@ -399,5 +399,22 @@ fn preferences_listing<'a>(
     })
 }
 
+/// Mappings from `(target, selector)` pairs as the integration document
+/// writes them (`("purpose:<guid>", "marketing")`); for tests, which need
+/// rules without a whole document.
+#[cfg(test)]
+pub(crate) fn mappings_for_test(pairs: &[(&str, &str)]) -> Vec<Mapping> {
+    pairs
+        .iter()
+        .map(|(id, value)| {
+            let target: Target = id.parse().unwrap();
+            Mapping {
+                selector: Selector::parse(value, &target).unwrap(),
+                target,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

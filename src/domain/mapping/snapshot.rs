@@ -67,7 +67,7 @@ mod tests {
 
     use super::*;
     use crate::domain::decision::{ConsentValue, Outcome, Target};
-    use crate::domain::mapping::{Mapping, Selector, ValueOwners, plan_value};
+    use crate::domain::mapping::{ValueOwners, mappings_for_test, plan_value};
 
     const PURPOSE: &str = "purpose:10000000-0000-0000-0000-000000000003";
     const NEWS: &str = "topic:23db4a4d-ba9f-f011-bbd3-6045bd194648";
@@ -75,22 +75,12 @@ mod tests {
 
     /// The fixture mappings, with no webhook type enabled at all.
     fn rules() -> MappingRules {
-        let mappings = [
-            (PURPOSE, "marketing"),
-            (NEWS, "marketing/topics/v-news"),
-            (OFFERS, "topics/v-offers"),
-        ];
         MappingRules {
-            mappings: mappings
-                .iter()
-                .map(|(id, value)| {
-                    let target: Target = id.parse().unwrap();
-                    Mapping {
-                        selector: Selector::parse(value, &target).unwrap(),
-                        target,
-                    }
-                })
-                .collect(),
+            mappings: mappings_for_test(&[
+                (PURPOSE, "marketing"),
+                (NEWS, "marketing/topics/v-news"),
+                (OFFERS, "topics/v-offers"),
+            ]),
             regulations: vec!["gdpr".into()],
             webhook_types: BTreeSet::new(),
             value_owners: ValueOwners::new(),

@@ -14,16 +14,7 @@ const T1: &str = "topic:23db4a4d-ba9f-f011-bbd3-6045bd194648";
 
 fn rules(mappings: &[(&str, &str)]) -> MappingRules {
     MappingRules {
-        mappings: mappings
-            .iter()
-            .map(|(id, value)| {
-                let target: Target = id.parse().unwrap();
-                Mapping {
-                    selector: Selector::parse(value, &target).unwrap(),
-                    target,
-                }
-            })
-            .collect(),
+        mappings: mappings_for_test(mappings),
         regulations: vec!["gdpr".into()],
         webhook_types: ["event.created", "event.updated"]
             .iter()
