@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use cpc_emulator::{CostModel, Emulator, EmulatorHandle, Limits};
 use didomi_cpc_sync::adapters::dataverse::{DataverseClient, RetryPolicy};
-use didomi_cpc_sync::service::{MessageOutcome, SyncService};
+use didomi_cpc_sync::service::SyncService;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::inprocess::{client_for, config_for, plans, seed_with_users};
+use crate::support::inprocess::{
+    client_for, config_for, process, process_all_written, seed_with_users,
+};
 
 fn webhook(index: usize) -> Value {
     json!({"type": "event.created", "parameters": {"entity": {
@@ -61,17 +63,7 @@ async fn parallel_writes_never_outnumber_the_dop_hint() {
     let service = service(&emulator, 8, RetryPolicy::default()).await;
     let webhooks: Vec<Value> = (0..100).map(webhook).collect();
     emulator.clear_requests();
-    let outcomes = service
-        .process(
-            &plans_of(&webhooks, &service),
-            Instant::now() + Duration::from_secs(30),
-        )
-        .await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, MessageOutcome::Written { .. }))
-    );
+    process_all_written(&service, &webhooks, Duration::from_secs(30)).await;
     assert_eq!(
         write_batches(&emulator),
         vec![200, 200],
@@ -88,12 +80,7 @@ async fn small_batches_are_never_split() {
     let service = service(&emulator, 8, RetryPolicy::default()).await;
     let webhooks: Vec<Value> = (0..10).map(webhook).collect();
     emulator.clear_requests();
-    service
-        .process(
-            &plans_of(&webhooks, &service),
-            Instant::now() + Duration::from_secs(30),
-        )
-        .await;
+    process(&service, &webhooks, Duration::from_secs(30)).await;
     assert_eq!(write_batches(&emulator), vec![40], "40 writes: one request");
 }
 
@@ -118,18 +105,7 @@ async fn a_429_lowers_the_clients_parallelism_and_everything_is_written() {
     };
     let service = service(&emulator, 4, policy).await;
     let webhooks: Vec<Value> = (0..100).map(webhook).collect();
-    let outcomes = service
-        .process(
-            &plans_of(&webhooks, &service),
-            Instant::now() + Duration::from_secs(60),
-        )
-        .await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, MessageOutcome::Written { .. })),
-        "{outcomes:?}"
-    );
+    process_all_written(&service, &webhooks, Duration::from_secs(60)).await;
     assert_eq!(emulator.consents().len(), 2 + 100 * 4);
     let stats = emulator.stats();
     assert!(stats.throttled.requests > 0, "{stats:?}");
@@ -138,16 +114,4 @@ async fn a_429_lowers_the_clients_parallelism_and_everything_is_written() {
         "halved on 429: {}",
         service.store().parallelism()
     );
-}
-
-fn plans_of(
-    webhooks: &[Value],
-    service: &SyncService<DataverseClient>,
-) -> Vec<
-    Result<
-        didomi_cpc_sync::domain::decision::ConsentPlan,
-        didomi_cpc_sync::domain::mapping::RejectedWebhook,
-    >,
-> {
-    plans(webhooks, service)
 }

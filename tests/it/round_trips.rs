@@ -10,10 +10,8 @@ use crate::support::inprocess;
 use std::time::Duration;
 
 use cpc_emulator::{Emulator, EmulatorHandle};
-use didomi_cpc_sync::service::MessageOutcome;
-use inprocess::{dataverse_requests, plans, seed_with_users, service};
+use inprocess::{dataverse_requests, process_all_written, seed_with_users, service};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 /// An `event.created` of `user` deciding the purpose and all three topics.
 fn webhook(index: usize, user: &str) -> Value {
@@ -35,17 +33,8 @@ async fn dataverse_requests_for(
 
 async fn requests_against(emulator: &EmulatorHandle, webhooks: Vec<Value>) -> Vec<String> {
     let service = service(emulator).await;
-    let items = plans(&webhooks, &service);
     emulator.clear_requests();
-    let outcomes = service
-        .process(&items, Instant::now() + Duration::from_secs(20))
-        .await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, MessageOutcome::Written { .. })),
-        "{outcomes:?}"
-    );
+    process_all_written(&service, &webhooks, Duration::from_secs(20)).await;
     dataverse_requests(emulator)
 }
 
@@ -139,17 +128,8 @@ async fn a_contact_point_field_other_than_the_match_field_costs_three_round_trip
     )
     .await;
     let webhooks: Vec<Value> = (0..3).map(|i| webhook(i, &format!("User {i}"))).collect();
-    let items = plans(&webhooks, &service);
     emulator.clear_requests();
-    let outcomes = service
-        .process(&items, Instant::now() + Duration::from_secs(20))
-        .await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, MessageOutcome::Written { .. })),
-        "{outcomes:?}"
-    );
+    process_all_written(&service, &webhooks, Duration::from_secs(20)).await;
     assert_eq!(
         dataverse_requests(&emulator),
         [

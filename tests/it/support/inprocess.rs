@@ -155,6 +155,22 @@ pub async fn process(
         .await
 }
 
+/// [`process`], asserting that every webhook was written.
+pub async fn process_all_written(
+    service: &SyncService<DataverseClient>,
+    webhooks: &[Value],
+    budget: Duration,
+) -> Vec<MessageOutcome> {
+    let outcomes = process(service, webhooks, budget).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, MessageOutcome::Written { .. })),
+        "{outcomes:?}"
+    );
+    outcomes
+}
+
 /// A JSON fixture from `events/`.
 pub fn event(name: &str) -> Value {
     let text = std::fs::read_to_string(root().join("events").join(name)).unwrap();
