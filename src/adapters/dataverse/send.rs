@@ -115,6 +115,14 @@ impl Inner {
         deadline: Instant,
     ) -> Result<Answer, DataverseError> {
         let operation = request.operation;
+        // What is left of this attempt's `timeout` within the deadline, after
+        // what the steps before it used.
+        let left = || {
+            self.policy
+                .attempt_timeout(Instant::now(), deadline)
+                .map(|left| left.min(timeout))
+                .ok_or_else(|| deadline_timeout(operation))
+        };
         let token = match tokio::time::timeout_at(deadline, self.tokens.bearer(force_refresh)).await
         {
             Ok(Ok(token)) => token,
@@ -122,25 +130,14 @@ impl Inner {
             Err(_) => return Err(deadline_timeout(operation)),
         };
         // The token fetch used some of the budget: clip again.
-        let Some(timeout) = self
-            .policy
-            .attempt_timeout(Instant::now(), deadline)
-            .map(|left| left.min(timeout))
-        else {
-            return Err(deadline_timeout(operation));
-        };
+        left()?;
         // Pacing (see `pacer`): wait for a slot, so this client never has
         // more requests in flight than the hint allows.
         let Ok(_permit) = tokio::time::timeout_at(deadline, self.pacer.acquire()).await else {
             return Err(deadline_timeout(operation));
         };
-        let Some(timeout) = self
-            .policy
-            .attempt_timeout(Instant::now(), deadline)
-            .map(|left| left.min(timeout))
-        else {
-            return Err(deadline_timeout(operation));
-        };
+        // So did the wait for a slot.
+        let timeout = left()?;
         let mut builder = self
             .http
             .request(request.method.clone(), request.url.clone())
