@@ -6,6 +6,7 @@
 use crate::support::inprocess;
 use crate::support::lambda;
 use crate::support::moto;
+use axum::serve::ListenerExt;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -571,6 +572,9 @@ async fn fake_runtime_api() -> (
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
     (address.to_string(), receiver)
 }

@@ -4,6 +4,7 @@
 //! servers: the one the client is pointed at, and a "foreign" one that
 //! records every request it gets (and would answer it helpfully).
 
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,6 +66,9 @@ impl Log {
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });

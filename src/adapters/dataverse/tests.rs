@@ -111,6 +111,7 @@ async fn serve(script: Vec<Canned>) -> Server {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            let _ = socket.set_nodelay(true);
             let log = log.clone();
             let script = queue.clone();
             tokio::spawn(async move {
