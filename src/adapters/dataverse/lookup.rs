@@ -6,17 +6,15 @@
 //! that. Later pages (`@odata.nextLink`, over 5000 rows) are followed with
 //! ordinary GETs.
 
-use std::collections::HashSet;
-
 use reqwest::Url;
 use serde_json::Value;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::batch::{self, BatchPart};
+use super::reads::{contact_select, decode_consent_rows, decode_contacts, email_rows_prefix};
 use super::wire::{self, CONSENT_SET, CONTACT_SET};
-use super::{API_PATH, DataverseClient, DataverseError, ErrorKind, Inner, odata, protocol};
-use crate::domain::cpc::{CHANNEL_EMAIL, ConsentRow, Contact};
+use super::{API_PATH, DataverseClient, DataverseError, Inner, odata, protocol};
+use crate::domain::cpc::{ConsentRow, Contact};
 
 /// Longest GET part URL inside a `$batch`: 64 KB, less room for the
 /// request line and headers.
@@ -43,15 +41,8 @@ impl DataverseClient {
         contact_points: &[String],
         deadline: Instant,
     ) -> Result<(Vec<Contact>, Vec<ConsentRow>), DataverseError> {
-        for field in [match_field, point_field] {
-            odata::check_property(field)
-                .map_err(|e| DataverseError::new(OPERATION, ErrorKind::InvalidInput(e)))?;
-        }
-        let mut select = vec![wire::CONTACT_ID, match_field];
-        if point_field != match_field {
-            select.push(point_field);
-        }
-        let rows_prefix = format!("{} eq {CHANNEL_EMAIL} and (", wire::CONSENT_CHANNEL_COLUMN);
+        let select = contact_select(OPERATION, match_field, point_field)?;
+        let rows_prefix = email_rows_prefix();
         let mut parts: Vec<(Query, BatchPart)> = Vec::new();
         for path in get_paths(CONTACT_SET, &select, ("", ""), match_field, values) {
             parts.push((Query::Contacts, get_part(path, "query contacts")));
@@ -76,23 +67,8 @@ impl DataverseClient {
                 }
             }
         }
-        let mut seen = HashSet::new();
-        let mut contacts = Vec::new();
-        for row in contact_rows {
-            let contact = wire::contact(&row, match_field, point_field)
-                .map_err(|e| protocol("query contacts", e))?;
-            if seen.insert(contact.id) {
-                contacts.push(contact);
-            }
-        }
-        let mut seen: HashSet<Uuid> = HashSet::new();
-        let mut consents = Vec::new();
-        for row in consent_rows {
-            let row = wire::consent_row(row).map_err(|e| protocol("query consent rows", e))?;
-            if seen.insert(row.id) {
-                consents.push(row);
-            }
-        }
+        let contacts = decode_contacts("query contacts", contact_rows, match_field, point_field)?;
+        let consents = decode_consent_rows("query consent rows", consent_rows)?;
         tracing::debug!(
             asked = values.len(),
             contacts = contacts.len(),

@@ -31,14 +31,7 @@ impl DataverseClient {
         deadline: Instant,
     ) -> Result<Vec<Contact>, DataverseError> {
         const OPERATION: &str = "query contacts";
-        for field in [match_field, point_field] {
-            odata::check_property(field)
-                .map_err(|e| DataverseError::new(OPERATION, ErrorKind::InvalidInput(e)))?;
-        }
-        let mut select = vec![wire::CONTACT_ID, match_field];
-        if point_field != match_field {
-            select.push(point_field);
-        }
+        let select = contact_select(OPERATION, match_field, point_field)?;
         let rows = self
             .query_any_eq(
                 OPERATION,
@@ -50,15 +43,7 @@ impl DataverseClient {
                 deadline,
             )
             .await?;
-        let mut seen = HashSet::new();
-        let mut contacts = Vec::new();
-        for row in rows {
-            let contact = wire::contact(&row, match_field, point_field)
-                .map_err(|e| protocol(OPERATION, e))?;
-            if seen.insert(contact.id) {
-                contacts.push(contact);
-            }
-        }
+        let contacts = decode_contacts(OPERATION, rows, match_field, point_field)?;
         tracing::debug!(
             asked = values.len(),
             found = contacts.len(),
@@ -76,7 +61,7 @@ impl DataverseClient {
         deadline: Instant,
     ) -> Result<Vec<ConsentRow>, DataverseError> {
         const OPERATION: &str = "query consent rows";
-        let prefix = format!("{} eq {CHANNEL_EMAIL} and (", wire::CONSENT_CHANNEL_COLUMN);
+        let prefix = email_rows_prefix();
         let rows = self
             .query_any_eq(
                 OPERATION,
@@ -88,14 +73,7 @@ impl DataverseClient {
                 deadline,
             )
             .await?;
-        let mut seen: HashSet<Uuid> = HashSet::new();
-        let mut consents = Vec::new();
-        for row in rows {
-            let row = wire::consent_row(row).map_err(|e| protocol(OPERATION, e))?;
-            if seen.insert(row.id) {
-                consents.push(row);
-            }
-        }
+        let consents = decode_consent_rows(OPERATION, rows)?;
         tracing::debug!(
             contact_points = contact_points.len(),
             rows = consents.len(),
@@ -237,6 +215,66 @@ impl DataverseClient {
         }
         Ok(rows)
     }
+}
+
+/// The columns a contact query selects (`contactid`, the match field and,
+/// when different, the contact point field), after checking both names.
+pub(super) fn contact_select<'a>(
+    operation: &'static str,
+    match_field: &'a str,
+    point_field: &'a str,
+) -> Result<Vec<&'a str>, DataverseError> {
+    for field in [match_field, point_field] {
+        odata::check_property(field)
+            .map_err(|e| DataverseError::new(operation, ErrorKind::InvalidInput(e)))?;
+    }
+    let mut select = vec![wire::CONTACT_ID, match_field];
+    if point_field != match_field {
+        select.push(point_field);
+    }
+    Ok(select)
+}
+
+/// The filter prefix (closed by `)`) that keeps a consent-row query to the
+/// Email channel; the address terms go inside the parentheses.
+pub(super) fn email_rows_prefix() -> String {
+    format!("{} eq {CHANNEL_EMAIL} and (", wire::CONSENT_CHANNEL_COLUMN)
+}
+
+/// Contacts from query rows, each once: split value lists and pages can
+/// return a contact twice.
+pub(super) fn decode_contacts(
+    operation: &'static str,
+    rows: impl IntoIterator<Item = Value>,
+    match_field: &str,
+    point_field: &str,
+) -> Result<Vec<Contact>, DataverseError> {
+    let mut seen = HashSet::new();
+    let mut contacts = Vec::new();
+    for row in rows {
+        let contact =
+            wire::contact(&row, match_field, point_field).map_err(|e| protocol(operation, e))?;
+        if seen.insert(contact.id) {
+            contacts.push(contact);
+        }
+    }
+    Ok(contacts)
+}
+
+/// Consent rows from query rows, each once.
+pub(super) fn decode_consent_rows(
+    operation: &'static str,
+    rows: impl IntoIterator<Item = Value>,
+) -> Result<Vec<ConsentRow>, DataverseError> {
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut consents = Vec::new();
+    for row in rows {
+        let row = wire::consent_row(row).map_err(|e| protocol(operation, e))?;
+        if seen.insert(row.id) {
+            consents.push(row);
+        }
+    }
+    Ok(consents)
 }
 
 impl Inner {
