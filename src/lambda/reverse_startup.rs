@@ -20,7 +20,7 @@ use crate::adapters::secrets_manager::{DEFAULT_SECRET_TTL, SecretsManagerSource,
 use crate::config::{ConfigError, ConfigErrors, DidomiApiSettings, Environment};
 use crate::lambda::reverse::ReverseHandler;
 use crate::lambda::startup::{
-    InitError, IntegrationSecret, SAFETY_MARGIN, dataverse_client, load_integration,
+    InitError, IntegrationSecret, SAFETY_MARGIN, dataverse_client, load_integration, read_secret,
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -53,18 +53,11 @@ pub async fn build_reverse_handler() -> Result<ReverseSyncHandler, InitError> {
         Some(didomi_secret_id) => {
             let source = SecretsManagerSource::new(
                 client,
-                didomi_secret_id.clone(),
+                didomi_secret_id,
                 DEFAULT_SECRET_TTL,
                 environment.allow_insecure_http,
             );
-            let text = source
-                .document(false)
-                .await
-                .map_err(|source| InitError::Secret {
-                    secret_id: didomi_secret_id,
-                    source,
-                })?;
-            didomi_api_document(&text)?
+            didomi_api_document(&read_secret(&source).await?)?
         }
     };
     let settings = DidomiApiSettings::from_document(

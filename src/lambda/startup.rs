@@ -136,6 +136,17 @@ pub struct IntegrationSecret {
     pub config: IntegrationConfig,
 }
 
+/// The secret's document, or the start-up failure naming the secret.
+pub async fn read_secret(secrets: &SecretsManagerSource) -> Result<String, InitError> {
+    secrets
+        .document(false)
+        .await
+        .map_err(|source| InitError::Secret {
+            secret_id: secrets.secret_id().to_string(),
+            source,
+        })
+}
+
 /// Reads `SECRET_ID` through `client`, merges `INTEGRATION_CONFIG`, validates
 /// the document, keys the log labels and logs the configuration warnings.
 pub async fn load_integration(
@@ -152,13 +163,7 @@ pub async fn load_integration(
         DEFAULT_SECRET_TTL,
         environment.allow_insecure_http,
     ));
-    let raw = secrets
-        .document(false)
-        .await
-        .map_err(|source| InitError::Secret {
-            secret_id: secrets.secret_id().to_string(),
-            source,
-        })?;
+    let raw = read_secret(&secrets).await?;
     let (raw, log_hash_key) = split_log_hash_key(&raw);
     let (document, merge_warnings) =
         merge_documents(&raw, environment.integration_config.as_deref())?;
