@@ -12,6 +12,7 @@
 //! Reads are strongly consistent. Only GetItem, PutItem, UpdateItem and
 //! DeleteItem are used (the function's policy allows exactly these).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -66,16 +67,8 @@ impl DynamoStateStore {
 
     /// The watermark and its version (0: no watermark yet), read consistently.
     pub async fn read(&self) -> Result<(Option<Watermark>, u64), StateError> {
-        let answer = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, s(WATERMARK_ITEM))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        let Some(item) = answer.item else {
+        let item = self.item(WATERMARK_ITEM).await?;
+        let Some(item) = item else {
             return Ok((None, 0));
         };
         let modifiedon = item
@@ -98,17 +91,24 @@ impl DynamoStateStore {
         Ok((Some(Watermark { modifiedon }), version))
     }
 
-    async fn current_lock(&self) -> Result<Option<(String, DateTime<Utc>)>, StateError> {
+    /// One item of the table, read consistently (a pass must see the last
+    /// conditional write of any other).
+    async fn item(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>, StateError> {
         let answer = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key(KEY, s(LOCK_ITEM))
+            .key(KEY, s(key))
             .consistent_read(true)
             .send()
             .await
             .map_err(classify)?;
-        Ok(answer.item.map(|item| {
+        Ok(answer.item)
+    }
+
+    async fn current_lock(&self) -> Result<Option<(String, DateTime<Utc>)>, StateError> {
+        let item = self.item(LOCK_ITEM).await?;
+        Ok(item.map(|item| {
             let holder = item
                 .get("holder")
                 .and_then(|value| value.as_s().ok())
